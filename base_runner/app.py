@@ -1,0 +1,168 @@
+"""The FastAPI application: the runner's standard routes around one loaded challenge."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from . import __version__
+from .auth import AuthFailure, MasterAuth
+from .db import Database, database, sqlite_version
+from .plugins import LoadedChallenge, routers_of
+from .runtime import Runtime
+from .settings import RunnerSettings
+from .weights import WeightsCache, WeightsError, compute
+
+log = logging.getLogger("base_runner")
+
+API_VERSION = "1.0"
+CAPABILITIES = ("get_weights", "proxy_routes", "async_sqlalchemy")
+
+
+def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database = database) -> FastAPI:
+    """Build the app for ``loaded``; ``db`` must already be configured.
+
+    Raises :class:`~base_runner.errors.PluginError` when the challenge's
+    routers are not routers or claim a reserved path.
+    """
+    slug = loaded.name
+    routers = routers_of(loaded)
+    runtime = Runtime(slug)
+    auth = MasterAuth(slug=slug, token=settings.shared_token, token_file=settings.shared_token_file)
+    cache = WeightsCache(
+        slug,
+        compute=lambda: compute(loaded, settings.weights_timeout),
+        generation=lambda: db.generation,
+        ttl=settings.weights_ttl,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("challenge %s %s on base-runner %s, SQLite %s", slug, loaded.version, __version__, sqlite_version())
+        created = await db.create_all()
+        if created:
+            log.info("created tables: %s", ", ".join(created))
+        await db.ping()
+        try:
+            async with AsyncExitStack() as stack:
+                for context in loaded.pm.hook.lifespan(app=app):
+                    if context is not None:
+                        await stack.enter_async_context(context)
+                runtime.started = True
+                yield
+                runtime.started = False
+        finally:
+            await db.close()
+
+    app = FastAPI(title=f"{slug} (base-runner)", version=loaded.version, lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.challenge = loaded
+    app.state.weights = cache
+
+    @app.exception_handler(Exception)
+    async def unhandled(request: Request, exc: Exception) -> JSONResponse:
+        log.error(
+            "challenge %s: %s %s raised %s: %s",
+            slug,
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        return JSONResponse({"error": "internal_error", "challenge": slug}, status_code=500)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> JSONResponse:
+        status = "ok" if runtime.fatal is None else "error"
+        return JSONResponse(
+            {"status": status, "slug": slug, "version": loaded.version}, status_code=200 if status == "ok" else 503
+        )
+
+    @app.get("/version", include_in_schema=False)
+    async def version() -> dict[str, Any]:
+        return {
+            "api_version": API_VERSION,
+            "challenge_version": loaded.version,
+            "sdk_version": __version__,
+            "capabilities": list(CAPABILITIES),
+        }
+
+    @app.get("/ready", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        reasons = runtime.reasons()
+        if not reasons:
+            try:
+                await db.ping()
+            except Exception as exc:
+                reasons = [f"the database does not answer: {type(exc).__name__}: {exc}"]
+        if reasons:
+            return JSONResponse({"status": "not_ready", "reasons": reasons}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def weights_response() -> Response:
+        try:
+            body = await cache.body()
+        except WeightsError as exc:
+            return JSONResponse({"error": "get_weights_failed", "detail": str(exc)}, status_code=exc.status_code)
+        return Response(body, media_type="application/json")
+
+    @app.get("/weights", summary="This epoch's weights, as the master sees them")
+    async def public_weights() -> Response:
+        return await weights_response()
+
+    @app.get("/internal/v1/get_weights", include_in_schema=False)
+    async def internal_weights(request: Request) -> Response:
+        try:
+            auth.check(request.headers)
+        except AuthFailure as failure:
+            return JSONResponse(failure.body(), status_code=failure.status_code)
+        return await weights_response()
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def serving(app: FastAPI) -> Any:
+    """The ASGI callable ``serve`` hands to uvicorn.
+
+    It runs the app's lifespan itself so that a startup fault reaches the
+    log as one line naming the challenge (the traceback only at debug
+    level), where Starlette would print the whole traceback.
+    """
+    slug = app.state.runtime.challenge
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        await receive()  # lifespan.startup
+        try:
+            context = app.router.lifespan_context(app)
+            await context.__aenter__()
+        except Exception as exc:
+            log.debug("startup of %s failed:\n%s", slug, traceback.format_exc())
+            await send(
+                {"type": "lifespan.startup.failed", "message": f"challenge {slug}: startup failed: {type(exc).__name__}: {exc}"}
+            )
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        try:
+            await context.__aexit__(None, None, None)
+        except Exception as exc:
+            log.debug("shutdown of %s failed:\n%s", slug, traceback.format_exc())
+            await send(
+                {"type": "lifespan.shutdown.failed", "message": f"challenge {slug}: shutdown failed: {type(exc).__name__}: {exc}"}
+            )
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+    return asgi

@@ -1,0 +1,229 @@
+"""``Base`` and ``database``: the challenge's SQLite, safe to write from any request.
+
+Write strategy. SQLite allows one writer at a time, and a transaction that
+reads first and writes later fails with ``SQLITE_BUSY_SNAPSHOT`` when another
+connection wrote in between: no busy timeout retries that. So every session
+from :meth:`Database.session` and :meth:`Database.session_dependency` runs on
+the one writer connection of this process, checked out from a pool of size
+one (the pool is the in-process write lock, taken at the session's first
+statement and given back at commit, rollback or close), and every
+transaction on it starts with ``BEGIN IMMEDIATE`` (which also queues behind
+writers in other processes, within the busy timeout). A transaction that
+reads then writes therefore always writes on the snapshot it read: check,
+then insert, loses no update. One writer connection also keeps clear of
+SQLite's WAL-reset bug, which needs several connections writing at once.
+
+Sessions opened with ``readonly=True`` use a separate small pool of
+``query_only`` connections that run alongside the writer, for reads that
+need no lock: ``get_weights``, reports, pages.
+
+Do not open a second session while the first holds a transaction: with one
+writer connection the second waits for the first forever (it times out after
+``POOL_TIMEOUT`` seconds with an error that says so).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, inspect
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+log = logging.getLogger("base_runner")
+
+#: Milliseconds a connection waits for another process's lock before failing.
+BUSY_TIMEOUT_MS = 10_000
+#: Seconds a session waits for the writer connection.
+POOL_TIMEOUT = 30
+#: Read-only connections that run beside the writer.
+READERS = 4
+
+
+class Base(DeclarativeBase):
+    """Declarative base for challenge models; the runner creates its tables at startup."""
+
+
+class Database:
+    """The process's SQLite database: one writer connection, a few readers.
+
+    Challenge code uses the module-level instance, ``base_runner.database``;
+    the runner points it at the selected database before the app starts.
+    """
+
+    def __init__(self) -> None:
+        self._writer: AsyncEngine | None = None
+        self._reader: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._read_sessions: async_sessionmaker[AsyncSession] | None = None
+        #: Bumped by every commit that changed a row; caches compare it.
+        self.generation = 0
+
+    def configure(self, url: str) -> None:
+        """Point the database at ``url`` (an ``sqlite+aiosqlite`` file URL).
+
+        No connection is opened until first use.
+        """
+        self._writer = create_async_engine(
+            url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0, pool_timeout=POOL_TIMEOUT
+        )
+        self._reader = create_async_engine(
+            url, poolclass=AsyncAdaptedQueuePool, pool_size=READERS, max_overflow=0, pool_timeout=POOL_TIMEOUT
+        )
+        _setup_writer(self._writer, self)
+        _setup_reader(self._reader)
+        self._sessions = async_sessionmaker(self._writer, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(self._reader, expire_on_commit=False)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The async engine of the writer connection."""
+        if self._writer is None:
+            raise RuntimeError("base_runner.database is not configured: the runner configures it at startup")
+        return self._writer
+
+    @property
+    def read_engine(self) -> AsyncEngine:
+        """The async engine of the read-only connections."""
+        self.engine  # noqa: B018 - the same "not configured" error
+        assert self._reader is not None
+        return self._reader
+
+    @asynccontextmanager
+    async def session(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
+        """An ``AsyncSession`` for code outside a request (``get_weights``, workers).
+
+        Commit explicitly with ``await session.commit()``; whatever is not
+        committed when the block ends is rolled back.
+
+        :param readonly: use a read-only connection that does not wait for
+            writers; any write in it fails.
+        """
+        self.engine  # noqa: B018 - the same "not configured" error
+        factory = self._read_sessions if readonly else self._sessions
+        assert factory is not None
+        async with factory() as session:
+            try:
+                yield session
+            finally:
+                if session.new or session.dirty or session.deleted:
+                    log.warning(
+                        "a session closed with changes never committed; they are rolled back "
+                        "(call `await session.commit()` before returning)"
+                    )
+
+    async def session_dependency(self) -> AsyncIterator[AsyncSession]:
+        """FastAPI dependency: a session for one request, safe to write through.
+
+        ``Annotated[AsyncSession, Depends(database.session_dependency)]``.
+        """
+        async with self.session() as session:
+            yield session
+
+    async def readonly_session_dependency(self) -> AsyncIterator[AsyncSession]:
+        """FastAPI dependency: a read-only session that never waits for writers."""
+        async with self.session(readonly=True) as session:
+            yield session
+
+    async def create_all(self) -> list[str]:
+        """Create the tables of every imported model that are missing; return their names.
+
+        Existing tables are never altered.
+        """
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(_create_missing)
+
+    async def ping(self) -> None:
+        """Run a trivial query on a read connection; raises when the database does not answer."""
+        async with self.read_engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def close(self) -> None:
+        """Checkpoint the WAL into the main file and close every connection."""
+        if self._writer is None or self._reader is None:
+            return
+        await self._reader.dispose()
+        try:
+            async with self._writer.connect() as conn:
+                raw = await conn.get_raw_connection()
+                # Outside any transaction, or SQLite refuses to checkpoint.
+                await raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except Exception as exc:  # the database stays consistent without it
+            log.warning("could not checkpoint the WAL at shutdown: %s", exc)
+        await self._writer.dispose()
+
+
+def _create_missing(conn: Any) -> list[str]:
+    before = set(inspect(conn).get_table_names())
+    Base.metadata.create_all(conn)
+    return sorted(set(inspect(conn).get_table_names()) - before)
+
+
+def _pragmas(dbapi_connection: Any, *statements: str) -> None:
+    cursor = dbapi_connection.cursor()
+    for statement in statements:
+        cursor.execute(statement)
+    cursor.close()
+
+
+def _setup_writer(engine: AsyncEngine, database: Database) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver, so that "begin" below decides.
+        dbapi_connection.isolation_level = None
+        _pragmas(
+            dbapi_connection,
+            f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA foreign_keys=ON",
+        )
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def on_execute(conn: Any, cursor: Any, *_args: Any) -> None:
+        if cursor.rowcount > 0:
+            conn.info["changed"] = True
+
+    @event.listens_for(engine.sync_engine, "commit")
+    def on_commit(conn: Any) -> None:
+        if conn.info.pop("changed", False):
+            database.generation += 1
+
+    @event.listens_for(engine.sync_engine, "rollback")
+    def on_rollback(conn: Any) -> None:
+        conn.info.pop("changed", None)
+
+
+def _setup_reader(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        _pragmas(dbapi_connection, f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}", "PRAGMA query_only=ON")
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(conn: Any) -> None:
+        # One snapshot for the whole session, so its queries agree with each other.
+        conn.exec_driver_sql("BEGIN")
+
+
+def sqlite_version() -> str:
+    """The version of the SQLite library the driver is linked against."""
+    return sqlite3.sqlite_version
+
+
+#: The process's database; challenge code imports it as ``from base_runner import database``.
+database = Database()

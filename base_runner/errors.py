@@ -1,0 +1,28 @@
+"""Errors the runner reports as one line and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+
+class RunnerError(Exception):
+    """A fault the user can fix; ``str()`` is the whole message."""
+
+    #: Process exit code when this error ends a command.
+    exit_code = 1
+
+
+class ConfigError(RunnerError):
+    """Bad settings, environment or data dir: fix the command line or environment."""
+
+    exit_code = 2
+
+
+class SelectionError(RunnerError):
+    """No challenge, an unknown one, or an ambiguous choice among installed challenges."""
+
+    exit_code = 2
+
+
+class PluginError(RunnerError):
+    """The selected challenge cannot be loaded: its package must be fixed."""
+
+    exit_code = 3

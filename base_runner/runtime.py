@@ -1,0 +1,39 @@
+"""What the running process knows about itself: started, not ready and why, or dead."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger("base_runner")
+
+
+class Runtime:
+    """Readiness of one app, and the switch that ends the process on a fatal fault.
+
+    ``serve`` sets :attr:`on_fatal` to stop the server, so that Swarm's
+    restart policy brings a fresh process; under the test fixtures a fatal
+    fault only makes ``/ready`` and ``/health`` answer 503.
+    """
+
+    def __init__(self, challenge: str) -> None:
+        self.challenge = challenge
+        self.started = False
+        #: Reasons the app is not ready, by the part that reported them.
+        self.problems: dict[str, str] = {}
+        #: Set once a fault means the process must not go on serving.
+        self.fatal: str | None = None
+        self.on_fatal: Callable[[], None] | None = None
+
+    def reasons(self) -> list[str]:
+        """Why the app is not ready; empty when it is."""
+        reasons = [] if self.started else ["startup has not finished"]
+        return reasons + list(self.problems.values())
+
+    def fail(self, reason: str) -> None:
+        """Record a fault the process cannot recover from, and stop it."""
+        log.error("challenge %s: %s; stopping so the process is restarted", self.challenge, reason)
+        self.fatal = reason
+        self.problems["fatal"] = reason
+        if self.on_fatal is not None:
+            self.on_fatal()

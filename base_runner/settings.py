@@ -1,0 +1,148 @@
+"""The runner's own settings, and the environment it leaves to challenge code.
+
+Everything here runs before any challenge module is imported: settings are
+read, control-plane credentials are removed from the process environment,
+and the data dir is checked, so that a plugin can neither see a credential
+nor start against a database the runner would refuse.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from .errors import ConfigError
+
+log = logging.getLogger("base_runner")
+
+DATABASE_FILE = "challenge.sqlite3"
+DRIVER = "sqlite+aiosqlite"
+
+# Variables the runner itself reads outside the CHALLENGE_ prefix.
+_KEPT = frozenset({"BASE_CHALLENGE_SLUG", "BASE_RUNNER_TRACE_HOOKS"})
+# Control-plane names: the master's own database and settings, and libpq's
+# variables, which would hand any Postgres client the master's credentials.
+_CONTROL_PLANE = re.compile(r"^(BASE_|PLATFORM_|POSTGRES_|PG[A-Z]+$|DATABASE_URL$)")
+_POSTGRES_VALUE = re.compile(r"^\s*postgres(ql)?(\+\w+)?://", re.IGNORECASE)
+
+
+class RunnerSettings(BaseSettings):
+    """Settings of one runner process, from ``CHALLENGE_*`` variables or the CLI.
+
+    Keyword arguments (the CLI's options) win over the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CHALLENGE_", extra="ignore")
+
+    #: The volume for the SQLite file, artifacts and temporary files.
+    data_dir: Path = Path("/data")
+    #: ``sqlite+aiosqlite:///<file>``; defaults to ``<data_dir>/challenge.sqlite3``.
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    #: The master's bearer token; when unset, read from ``shared_token_file``.
+    shared_token: SecretStr | None = None
+    #: Read again on every request, so the master may rotate it.
+    shared_token_file: Path = Path("/run/secrets/base/challenge_token")
+    #: Seconds ``get_weights`` may run before the call is answered with 504.
+    weights_timeout: float = Field(8.0, gt=0)
+    #: Seconds a computed weights body may be served from cache; ``None``: until the next write.
+    weights_ttl: float | None = Field(None, gt=0)
+
+
+def load_settings(**overrides: object) -> RunnerSettings:
+    """Read settings from the environment, with ``overrides`` (not ``None``) on top."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return RunnerSettings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        raise ConfigError(f"CHALLENGE_{field.upper()}: {first['msg']}") from None
+
+
+def scrub_environment(environ: dict[str, str] | None = None) -> list[str]:
+    """Remove control-plane credentials and the master's token from the environment.
+
+    The token moves into :class:`RunnerSettings` before this runs; challenge
+    code never needs it. Returns the removed names (never their values).
+    """
+    env = os.environ if environ is None else environ
+    removed = sorted(
+        name
+        for name, value in env.items()
+        if name not in _KEPT
+        and (
+            _CONTROL_PLANE.match(name)
+            or _POSTGRES_VALUE.match(value)
+            or name == "CHALLENGE_SHARED_TOKEN"
+        )
+    )
+    for name in removed:
+        del env[name]
+    if removed:
+        log.info("removed from the environment before loading the challenge: %s", ", ".join(removed))
+    return removed
+
+
+def database_url(settings: RunnerSettings) -> str:
+    """The checked SQLite URL: ``CHALLENGE_DATABASE_URL`` or the data dir's file."""
+    if settings.database_url is None:
+        return f"{DRIVER}:///{(settings.data_dir / DATABASE_FILE).resolve()}"
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError:
+        raise ConfigError(
+            f"CHALLENGE_DATABASE_URL is not a URL; use {DRIVER}:///{settings.data_dir / DATABASE_FILE}"
+        ) from None
+    if url.drivername != DRIVER:
+        # Only the scheme is echoed: the refused URL may hold a password.
+        raise ConfigError(
+            f"CHALLENGE_DATABASE_URL must be a {DRIVER}:// URL, got a {url.drivername}:// one: "
+            "a challenge keeps its state in SQLite on its /data volume and never talks to Postgres"
+        )
+    if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+        raise ConfigError(
+            "CHALLENGE_DATABASE_URL must name a database file, "
+            f"for example {DRIVER}:///{settings.data_dir / DATABASE_FILE}"
+        )
+    parent = Path(url.database).parent
+    if not parent.is_dir():
+        raise ConfigError(f"the database's folder {parent} does not exist; create it or fix CHALLENGE_DATABASE_URL")
+    return settings.database_url
+
+
+def prepare_data_dir(data_dir: Path) -> Path:
+    """Check the data dir is a writable folder, and point ``TMPDIR`` inside it.
+
+    Temporary files go to ``<data dir>/tmp`` so that a read-only root
+    filesystem works. Returns the resolved data dir.
+    """
+    hint = "create it, or pass --data-dir (for example --data-dir ./data) or set CHALLENGE_DATA_DIR"
+    if not data_dir.exists():
+        raise ConfigError(f"data dir {data_dir} does not exist: {hint}")
+    if not data_dir.is_dir():
+        raise ConfigError(f"data dir {data_dir} is not a folder: {hint}")
+    tmp = data_dir.resolve() / "tmp"
+    try:
+        tmp.mkdir(exist_ok=True)
+        probe = tmp / f".write-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"data dir {data_dir} is not writable by uid {os.getuid()} ({exc.strerror}): "
+            "fix its owner or mode, or pass another --data-dir"
+        ) from None
+    os.environ["TMPDIR"] = str(tmp)
+    # tempfile caches its choice on first use; reset it so this process follows too.
+    tempfile.tempdir = str(tmp)
+    return data_dir.resolve()

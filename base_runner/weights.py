@@ -1,0 +1,160 @@
+"""Weights: call the challenge, validate what it returns, serialize it once, cache the bytes.
+
+Nothing that is not a finite, non-negative real number ever reaches the
+wire: the master treats a body that is not valid JSON, or a 5xx, as a failed
+epoch for the challenge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import decimal
+import inspect
+import json
+import logging
+import math
+import numbers
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .plugins import LoadedChallenge
+
+log = logging.getLogger("base_runner")
+
+MAX_HOTKEY_LENGTH = 128
+
+
+class WeightsError(Exception):
+    """``get_weights`` failed; ``str()`` names the challenge and the fault."""
+
+    def __init__(self, message: str, status_code: int = 500) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass
+class Validated:
+    """A weights map that is safe to send, and what was dropped from it."""
+
+    weights: dict[str, float]
+    #: ``(hotkey as repr, reason)`` for every entry left out.
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _reason(hotkey: object, value: object) -> str | None:
+    if not isinstance(hotkey, str):
+        return f"hotkey is a {type(hotkey).__name__}, not a string"
+    if not hotkey:
+        return "hotkey is empty"
+    if len(hotkey) > MAX_HOTKEY_LENGTH:
+        return f"hotkey is longer than {MAX_HOTKEY_LENGTH} characters"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | decimal.Decimal):
+        return f"value is a {type(value).__name__}, not a real number"
+    number = float(value)
+    if math.isnan(number):
+        return "value is NaN"
+    if math.isinf(number):
+        return "value is infinite"
+    if number < 0:
+        return "value is negative"
+    return None
+
+
+def validate(raw: object, challenge: str) -> Validated:
+    """Keep the valid entries of ``raw``; log each dropped one with its hotkey and reason."""
+    if not isinstance(raw, dict):
+        raise WeightsError(f"challenge {challenge}: get_weights returned a {type(raw).__name__}, not a dict")
+    result = Validated(weights={})
+    for hotkey, value in raw.items():
+        reason = _reason(hotkey, value)
+        if reason is None:
+            result.weights[hotkey] = float(value)
+        else:
+            shown = repr(hotkey)[:80]
+            log.warning("challenge %s: dropped weight for hotkey %s: %s", challenge, shown, reason)
+            result.dropped.append((shown, reason))
+    return result
+
+
+async def compute(loaded: LoadedChallenge, timeout: float) -> Validated:
+    """Call the challenge's ``get_weights`` within ``timeout`` seconds and validate the result."""
+    name = loaded.name
+    impl = loaded.pm.hook.get_weights.get_hookimpls()[-1].function
+    try:
+        if inspect.iscoroutinefunction(impl):
+            raw = await asyncio.wait_for(loaded.pm.hook.get_weights(), timeout)
+        else:
+            # A plain function may block: keep it off the event loop.
+            raw = await asyncio.wait_for(asyncio.to_thread(loaded.pm.hook.get_weights), timeout)
+    except TimeoutError:
+        log.error("challenge %s: get_weights ran past its %gs timeout", name, timeout)
+        raise WeightsError(
+            f"challenge {name}: get_weights ran past its {timeout:g}s timeout (CHALLENGE_WEIGHTS_TIMEOUT)", 504
+        ) from None
+    except Exception as exc:
+        log.exception("challenge %s: get_weights raised", name)
+        raise WeightsError(f"challenge {name}: get_weights raised {type(exc).__name__}: {exc}") from exc
+    return validate(raw, name)
+
+
+def serialize(slug: str, validated: Validated, now: float | None = None) -> bytes:
+    """The weights response body, exactly as the master reads it."""
+    now = time.time() if now is None else now
+    body = {
+        "challenge_slug": slug,
+        "epoch": int(now),
+        "weights": validated.weights,
+        "metadata": {
+            "computed_at": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+            "dropped": len(validated.dropped),
+        },
+    }
+    return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+
+
+class WeightsCache:
+    """Serialized weights, recomputed only after a committed write or when ``ttl`` runs out.
+
+    Single-flight: concurrent callers that find the cache stale wait for one
+    computation instead of each running ``get_weights``.
+    """
+
+    def __init__(
+        self,
+        slug: str,
+        compute: Callable[[], Awaitable[Validated]],
+        generation: Callable[[], int],
+        ttl: float | None,
+    ) -> None:
+        self._slug = slug
+        self._compute = compute
+        self._generation = generation
+        self._ttl = ttl
+        self._lock = asyncio.Lock()
+        self._body: bytes | None = None
+        self._body_generation = -1
+        self._computed_at = 0.0
+
+    def _fresh(self) -> bytes | None:
+        if self._body is None or self._body_generation != self._generation():
+            return None
+        if self._ttl is not None and time.monotonic() - self._computed_at >= self._ttl:
+            return None
+        return self._body
+
+    async def body(self) -> bytes:
+        """The current body; computes it when stale."""
+        body = self._fresh()
+        if body is not None:
+            return body
+        async with self._lock:
+            body = self._fresh()
+            if body is not None:
+                return body
+            # Read before computing: a write during the computation leaves the result stale.
+            generation = self._generation()
+            body = serialize(self._slug, await self._compute())
+            self._body, self._body_generation, self._computed_at = body, generation, time.monotonic()
+            return body
