@@ -9,6 +9,7 @@ import asyncio
 import functools
 import json
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -106,6 +107,11 @@ def serve(challenge: str | None, host: str | None, port: int | None, data_dir: P
     )
     runtime = app.state.runtime
     runtime.on_fatal = lambda: setattr(server, "should_exit", True)
+    # uvicorn re-raises SIGTERM/SIGINT to the previous handler once it has shut
+    # down gracefully; without one here the process would die of the signal
+    # (exit 143) instead of reporting a clean stop.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda *_: None)
     server.run()
     if not server.started:
         sys.exit(3)

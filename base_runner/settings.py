@@ -54,8 +54,8 @@ class RunnerSettings(BaseSettings):
     shared_token_file: Path = Path("/run/secrets/base/challenge_token")
     #: Seconds ``get_weights`` may run before the call is answered with 504.
     weights_timeout: float = Field(8.0, gt=0)
-    #: Seconds a computed weights body may be served from cache; ``None``: until the next write.
-    weights_ttl: float | None = Field(None, gt=0)
+    #: Seconds a computed body may be served when no write came since; ``None``: until the next write.
+    weights_ttl: float | None = Field(60.0, gt=0)
 
 
 def load_settings(**overrides: object) -> RunnerSettings:

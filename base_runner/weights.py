@@ -94,8 +94,11 @@ async def compute(loaded: LoadedChallenge, timeout: float) -> Validated:
             f"challenge {name}: get_weights ran past its {timeout:g}s timeout (CHALLENGE_WEIGHTS_TIMEOUT)", 504
         ) from None
     except Exception as exc:
-        log.exception("challenge %s: get_weights raised", name)
-        raise WeightsError(f"challenge {name}: get_weights raised {type(exc).__name__}: {exc}") from exc
+        # The first line only: driver errors run to several, with SQL and links.
+        message = f"challenge {name}: get_weights raised {type(exc).__name__}: {str(exc).partition(chr(10))[0]}"
+        log.error("%s", message)
+        log.debug("get_weights of %s raised", name, exc_info=exc)
+        raise WeightsError(message) from exc
     return validate(raw, name)
 
 

@@ -1,0 +1,154 @@
+"""Real plugin packages, installed for real, and real runner processes.
+
+Each plugin package is pip-installed once per session into a folder of its
+own; a test chooses which challenges a ``base-runner`` process can see by
+putting those folders on its ``PYTHONPATH``. The test process itself sees
+all of them, for the in-process fixtures of ``base_runner.testing``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {
+    "example": ROOT / "plugins" / "example",
+    "testbed": ROOT / "tests" / "plugins" / "testbed",
+    "twin": ROOT / "tests" / "plugins" / "twin",
+}
+IN_PROCESS = ("example", "testbed")
+BASE_RUNNER = str(Path(sys.executable).with_name("base-runner"))
+# Variables a developer's shell may hold that would change what the runner under test does.
+_OUTSIDE = ("CHALLENGE_", "BASE_", "PLATFORM_", "PYTHONPATH")
+
+
+def _install(name: str, source: Path, target: Path) -> tuple[str, Path]:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--target", str(target), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    return name, target
+
+
+@pytest.fixture(scope="session")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each test plugin package installed into a site folder of its own."""
+    root = tmp_path_factory.mktemp("sites")
+    with ThreadPoolExecutor(max_workers=len(PACKAGES)) as pool:
+        return dict(pool.map(lambda item: _install(item[0], item[1], root / item[0]), PACKAGES.items()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _visible_in_process(sites: dict[str, Path]) -> None:
+    # Not the twin: its slug clashes with the example's on purpose.
+    for name in IN_PROCESS:
+        if str(sites[name]) not in sys.path:
+            sys.path.insert(0, str(sites[name]))
+    importlib.invalidate_caches()
+
+
+@pytest.fixture
+def challenge_slug() -> str:
+    return "example"
+
+
+def clean_env(sites: list[Path] | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a runner process that sees exactly ``sites``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_OUTSIDE)}
+    env["PYTHONPATH"] = os.pathsep.join(str(s) for s in sites or [])
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, sites: list[Path] | None = None, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BASE_RUNNER, *args], env=clean_env(sites, **env), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Served:
+    """A running ``base-runner serve`` process."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    log: Path
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def start_server(
+    args: list[str], sites: list[Path], log: Path, wait: bool = True, **env: str
+) -> Served:
+    """Start ``base-runner serve`` on a free loopback port; by default wait for ``/health``."""
+    port = free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [BASE_RUNNER, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            env=clean_env(sites, **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    served = Served(proc, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + 30
+    while wait:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode}:\n{served.output()}")
+        try:
+            if httpx.get(served.url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            served.stop(signal.SIGKILL)
+            raise AssertionError(f"serve did not answer /health in 30 s:\n{served.output()}")
+        time.sleep(0.05)
+    return served
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[object]:
+    """Start servers with ``server(args, sites, **env)``; every one still running is killed at the end."""
+    started: list[Served] = []
+
+    def start(args: list[str], sites: list[Path], wait: bool = True, **env: str) -> Served:
+        served = start_server(args, sites, tmp_path / f"serve-{len(started)}.log", wait, **env)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()

@@ -1,0 +1,149 @@
+"""Discovery, selection and load errors, through the real CLI and real installed packages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> str:
+    (tmp_path / "data").mkdir()
+    return str(tmp_path / "data")
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got:\n{text}"
+    return lines[0]
+
+
+def test_no_challenge_installed(data: str) -> None:
+    result = run_cli("weights", "--data-dir", data, sites=[])
+    assert result.returncode == 2
+    assert "no challenge is installed" in one_line(result.stderr)
+
+
+def test_the_only_installed_challenge_is_selected(sites: dict[str, Path], data: str) -> None:
+    result = run_cli("weights", "--data-dir", data, sites=[sites["example"]])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["challenge_slug"] == "example"
+
+
+def test_several_installed_and_none_selected(sites: dict[str, Path], data: str) -> None:
+    result = run_cli("weights", "--data-dir", data, sites=[sites["example"], sites["testbed"]])
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "choose one with --challenge or BASE_CHALLENGE_SLUG" in line
+    assert "example (example-challenge 0.1.0)" in line and "lab (runner-testbed 2.5.0)" in line
+
+
+def test_unknown_name_lists_what_is_installed(sites: dict[str, Path], data: str) -> None:
+    result = run_cli("weights", "--challenge", "nope", "--data-dir", data, sites=[sites["example"]])
+    assert result.returncode == 2
+    assert one_line(result.stderr) == (
+        "base-runner: error: no challenge named 'nope' is installed; installed: example (example-challenge 0.1.0)"
+    )
+
+
+def test_slug_variable_selects(sites: dict[str, Path], data: str) -> None:
+    result = run_cli(
+        "weights", "--data-dir", data, sites=[sites["example"], sites["testbed"]], BASE_CHALLENGE_SLUG="lab"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["weights"] == {"5Lab": 1.0}
+
+
+def test_option_wins_over_slug_variable(sites: dict[str, Path], data: str) -> None:
+    result = run_cli(
+        "weights", "--challenge", "example", "--data-dir", data,
+        sites=[sites["example"], sites["testbed"]], BASE_CHALLENGE_SLUG="lab",
+    )
+    assert json.loads(result.stdout)["challenge_slug"] == "example"
+
+
+def test_two_distributions_claiming_one_slug(sites: dict[str, Path], data: str) -> None:
+    result = run_cli("weights", "--challenge", "example", "--data-dir", data, sites=[sites["example"], sites["twin"]])
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "provided by several distributions" in line and "twin-challenge" in line and "example-challenge" in line
+
+
+def test_broken_plugin_that_is_not_selected_does_not_matter(sites: dict[str, Path], data: str) -> None:
+    # broken-import lives in the same distribution as lab.
+    result = run_cli("weights", "--challenge", "lab", "--data-dir", data, sites=[sites["testbed"]])
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("broken-import", "importing runner_testbed.broken_import failed: ModuleNotFoundError: No module named "
+                          "'a_module_that_does_not_exist'; fix the package or uninstall it"),
+        ("no-weights", "runner_testbed.no_weights has no get_weights hook"),
+        ("bad-hook", "get_weight"),
+    ],
+)
+def test_plugin_that_does_not_load(sites: dict[str, Path], data: str, name: str, expected: str) -> None:
+    result = run_cli("weights", "--challenge", name, "--data-dir", data, sites=[sites["testbed"]])
+    assert result.returncode == 3
+    line = one_line(result.stderr)
+    assert line.startswith(f"base-runner: error: challenge {name} (runner-testbed 2.5.0): ")
+    assert expected in line
+
+
+def test_unknown_hook_names_the_real_hooks(sites: dict[str, Path], data: str) -> None:
+    result = run_cli("weights", "--challenge", "bad-hook", "--data-dir", data, sites=[sites["testbed"]])
+    assert "the hooks are: get_weights, lifespan, register_routers" in result.stderr
+
+
+def test_traceback_only_with_debug(sites: dict[str, Path], data: str) -> None:
+    args = ("weights", "--challenge", "broken-import", "--data-dir", data)
+    assert "Traceback" not in run_cli(*args, sites=[sites["testbed"]]).stderr
+    debug = run_cli(*args, "--debug", sites=[sites["testbed"]])
+    assert debug.returncode == 3
+    assert "Traceback" in debug.stderr and "a_module_that_does_not_exist" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("reserved-route", "a router claims /internal/v1/get_weights, which the runner serves"),
+        ("not-a-router", "register_routers returned str, not an APIRouter"),
+    ],
+)
+def test_bad_routers_stop_serve(sites: dict[str, Path], data: str, name: str, expected: str) -> None:
+    result = run_cli("serve", "--challenge", name, "--data-dir", data, "--port", "0", sites=[sites["testbed"]])
+    assert result.returncode == 3
+    assert expected in one_line(result.stderr)
+
+
+def test_plugins_lists_every_challenge_and_whether_it_loads(sites: dict[str, Path]) -> None:
+    result = run_cli("plugins", "--json", sites=[sites["example"], sites["testbed"]])
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["example"] == {
+        "name": "example",
+        "distribution": "example-challenge",
+        "version": "0.1.0",
+        "module": "example_challenge.plugin",
+        "loads": True,
+        "error": None,
+        "hooks": ["get_weights", "register_routers"],
+    }
+    assert rows["lab"]["loads"] and rows["lab"]["distribution"] == "runner-testbed"
+    assert not rows["broken-import"]["loads"]
+    assert "a_module_that_does_not_exist" in rows["broken-import"]["error"]
+    assert not rows["no-weights"]["loads"] and not rows["bad-hook"]["loads"]
+
+
+def test_plugins_table(sites: dict[str, Path]) -> None:
+    result = run_cli("plugins", sites=[sites["example"]])
+    assert result.stdout.strip() == (
+        "example  example-challenge 0.1.0  example_challenge.plugin  loads (get_weights, register_routers)"
+    )
+    assert run_cli("plugins", sites=[]).stdout.strip() == "no challenge is installed"
