@@ -11,18 +11,24 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from . import __version__
+from . import __version__, schema, storage
 from .auth import AuthFailure, MasterAuth
-from .db import Database, database, sqlite_version
+from .db import Database, database, has_wal_reset_bug, sqlite_version
 from .plugins import LoadedChallenge, routers_of
 from .runtime import Runtime
-from .settings import RunnerSettings
+from .settings import RunnerSettings, database_url
 from .weights import WeightsCache, WeightsError, compute
 
 log = logging.getLogger("base_runner")
 
 API_VERSION = "1.0"
 CAPABILITIES = ("get_weights", "proxy_routes", "async_sqlalchemy")
+
+
+def bind(settings: RunnerSettings, db: Database = database) -> None:
+    """Point the database and the storage helpers at the settings' data dir."""
+    db.configure(database_url(settings))
+    storage.configure(settings.data_dir)
 
 
 def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database = database) -> FastAPI:
@@ -42,13 +48,31 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
         ttl=settings.weights_ttl,
     )
 
+    async def check_schema(at_startup: bool) -> None:
+        for key in [key for key in runtime.problems if key.startswith("schema:")]:
+            del runtime.problems[key]
+        for number, drift in enumerate(await schema.check(db.read_engine)):
+            if drift.blocking:
+                runtime.problems[f"schema:{number}"] = drift.line
+            if at_startup:
+                log.log(logging.ERROR if drift.blocking else logging.WARNING, "schema drift: %s", drift.line)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        log.info("challenge %s %s on base-runner %s, SQLite %s", slug, loaded.version, __version__, sqlite_version())
+        version = sqlite_version()
+        log.info("challenge %s %s on base-runner %s, SQLite %s", slug, loaded.version, __version__, version)
+        if has_wal_reset_bug(version):
+            log.info(
+                "SQLite %s has the WAL-reset bug (fixed in 3.51.3, 3.50.7, 3.44.6), which needs two connections "
+                "writing at once; the runner writes through one connection per process, so it cannot happen here "
+                "unless another process writes the same database",
+                version,
+            )
         created = await db.create_all()
         if created:
             log.info("created tables: %s", ", ".join(created))
         await db.ping()
+        await check_schema(at_startup=True)
         try:
             async with AsyncExitStack() as stack:
                 for context in loaded.pm.hook.lifespan(app=app):
@@ -96,6 +120,8 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
 
     @app.get("/ready", include_in_schema=False)
     async def ready() -> JSONResponse:
+        if any(key.startswith("schema:") for key in runtime.problems):
+            await check_schema(at_startup=False)  # the operator may have applied the fix since
         reasons = runtime.reasons()
         if not reasons:
             try:

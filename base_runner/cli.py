@@ -21,6 +21,7 @@ import click
 from . import __version__
 from .db import database
 from .errors import RunnerError
+from .app import bind
 from .plugins import LoadedChallenge, describe_all, load, select
 from .settings import RunnerSettings, database_url, load_settings, prepare_data_dir, scrub_environment
 
@@ -68,7 +69,8 @@ def start(challenge: str | None, **options: Any) -> tuple[RunnerSettings, Loaded
     settings = load_settings(**options)
     scrub_environment()
     settings.data_dir = prepare_data_dir(settings.data_dir)
-    database.configure(database_url(settings))
+    database_url(settings)  # refuse a bad URL before any challenge code runs
+    bind(settings)
     return settings, load(select(challenge))
 
 
@@ -170,3 +172,13 @@ def weights(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     click.echo(body.decode())
     if dropped:
         click.echo(f"base-runner: dropped {dropped} invalid entries (see the warnings above)", err=True)
+
+
+def _register() -> None:
+    # Imported here: the subcommand modules build on the options and helpers above.
+    from .db_commands import db
+
+    main.add_command(db)
+
+
+_register()

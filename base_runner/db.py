@@ -225,5 +225,17 @@ def sqlite_version() -> str:
     return sqlite3.sqlite_version
 
 
+def has_wal_reset_bug(version: str) -> bool:
+    """Whether SQLite ``version`` has the WAL-reset corruption bug (3.7.0 up to 3.51.2).
+
+    Fixed in 3.51.3, and backported to 3.50.7 and 3.44.6.
+    """
+    parts = tuple(int(part) for part in version.split(".")[:3])
+    major_minor, patch = parts[:2], (parts[2] if len(parts) > 2 else 0)
+    if parts < (3, 7, 0) or parts >= (3, 51, 3):
+        return False
+    return not ((major_minor == (3, 50) and patch >= 7) or (major_minor == (3, 44) and patch >= 6))
+
+
 #: The process's database; challenge code imports it as ``from base_runner import database``.
 database = Database()

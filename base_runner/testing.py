@@ -89,13 +89,11 @@ def challenge_settings(challenge_data_dir: Path, tmp_path: Path) -> RunnerSettin
 async def challenge_app(
     anyio_backend: str, challenge_slug: str | None, challenge_settings: RunnerSettings
 ) -> AsyncIterator[FastAPI]:
-    from .app import create_app
-    from .db import database
+    from .app import bind, create_app
     from .plugins import load, select
-    from .settings import database_url
 
     loaded = load(select(challenge_slug))
-    database.configure(database_url(challenge_settings))
+    bind(challenge_settings)
     app = create_app(loaded, challenge_settings)
     async with app.router.lifespan_context(app):
         yield app

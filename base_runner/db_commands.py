@@ -1,0 +1,126 @@
+"""``base-runner db``: create the tables, report schema drift, inspect the file read-only.
+
+Registered on the main command group at the end of :mod:`base_runner.cli`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy.engine import make_url
+
+from . import schema
+from .cli import challenge_option, data_dir_option, debug_option, reports_errors, start
+from .db import database, sqlite_version
+from .errors import ConfigError
+from .settings import database_url, load_settings
+
+
+def _file(url: str) -> Path:
+    return Path(make_url(url).database or "")
+
+
+def _run(coro_factory: Any) -> Any:
+    async def run() -> Any:
+        try:
+            return await coro_factory()
+        finally:
+            await database.close()
+
+    return asyncio.run(run())
+
+
+@click.group()
+def db() -> None:
+    """The challenge's SQLite database: create, check, inspect."""
+
+
+@db.command()
+@challenge_option
+@data_dir_option
+@debug_option
+@reports_errors
+def init(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
+    """Create the challenge's missing tables and print what was created."""
+    settings, loaded = start(challenge, data_dir=data_dir)
+    created = _run(database.create_all)
+    if created:
+        click.echo(f"created {len(created)} tables: {', '.join(created)}")
+    else:
+        click.echo(f"nothing to create: every table of {loaded.name} exists in {_file(database_url(settings))}")
+
+
+@db.command()
+@challenge_option
+@data_dir_option
+@debug_option
+@reports_errors
+def check(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
+    """Compare the models with the database; exit 1 on drift that needs a manual fix."""
+    settings, loaded = start(challenge, data_dir=data_dir)
+    path = _file(database_url(settings))
+    if not path.is_file():
+        raise ConfigError(f"no database at {path} yet: `base-runner db init` (or serve) creates it")
+    found = _run(lambda: schema.check(database.read_engine))
+    for drift in found:
+        click.echo(("drift: " if drift.blocking else "note: ") + drift.line)
+    blocking = [drift for drift in found if drift.blocking]
+    if blocking:
+        click.echo(f"{len(blocking)} differences need a manual fix; /ready answers 503 until they are fixed", err=True)
+        raise SystemExit(1)
+    click.echo(f"the database matches the models of {loaded.name}")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def inspect_file(path: Path) -> dict[str, Any]:
+    """Facts about the database file at ``path``, read through a read-only connection."""
+    if not path.is_file():
+        raise ConfigError(f"no database at {path}")
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        names = [row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )]
+        tables = {name: conn.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0] for name in names}
+    finally:
+        conn.close()
+    wal = path.with_name(path.name + "-wal")
+    return {
+        "path": str(path),
+        "size": path.stat().st_size,
+        "journal_mode": journal,
+        "sqlite_version": sqlite_version(),
+        "wal_size": wal.stat().st_size if wal.exists() else 0,
+        "tables": tables,
+    }
+
+
+@db.command()
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@reports_errors
+def inspect(data_dir: Path | None, as_json: bool) -> None:
+    """Path, size, journal mode, SQLite version, WAL size and row counts; never writes."""
+    settings = load_settings(data_dir=data_dir)
+    facts = inspect_file(_file(database_url(settings)))
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+        return
+    click.echo(f"path: {facts['path']}")
+    click.echo(f"size: {facts['size']} bytes")
+    click.echo(f"journal mode: {facts['journal_mode']}")
+    click.echo(f"sqlite: {facts['sqlite_version']}")
+    click.echo(f"wal: {facts['wal_size']} bytes")
+    click.echo(f"tables: {len(facts['tables'])}")
+    width = max((len(name) for name in facts["tables"]), default=0)
+    for name, rows in facts["tables"].items():
+        click.echo(f"  {name.ljust(width)}  {rows} rows")

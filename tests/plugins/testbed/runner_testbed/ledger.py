@@ -1,0 +1,76 @@
+"""Read-modify-write routes, the kind that lose updates or hit `database is locked` on a naive setup."""
+
+import asyncio
+import tempfile
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException
+from sqlalchemy import Integer, String, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from base_runner import Base, database, hookimpl
+
+router = APIRouter()
+Session = Annotated[AsyncSession, Depends(database.session_dependency)]
+
+
+class Counter(Base):
+    __tablename__ = "ledger_counters"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Claim(Base):
+    __tablename__ = "ledger_claims"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+
+
+@router.post("/counters/{name}/increment")
+async def increment(name: str, session: Session) -> dict[str, int]:
+    counter = await session.get(Counter, name)
+    if counter is None:
+        counter = Counter(name=name, value=0)
+        session.add(counter)
+    # Yield to other requests between the read and the write, as real handlers do.
+    await asyncio.sleep(0)
+    counter.value += 1
+    await session.commit()
+    return {"value": counter.value}
+
+
+@router.post("/claims/{key}", status_code=201)
+async def claim(key: str, owner: str, session: Session) -> dict[str, str]:
+    existing = (await session.execute(select(Claim).where(Claim.key == key))).scalar_one_or_none()
+    if existing is not None:
+        raise HTTPException(409, f"{key} is claimed by {existing.owner}")
+    await asyncio.sleep(0)
+    session.add(Claim(key=key, owner=owner))
+    await session.commit()
+    return {"key": key, "owner": owner}
+
+
+@router.post("/slow-claims/{key}", status_code=201)
+async def slow_claim(key: str, owner: str, delay: float, session: Session) -> dict[str, str]:
+    await asyncio.sleep(delay)
+    session.add(Claim(key=key, owner=owner))
+    await session.commit()
+    return {"key": key, "owner": owner}
+
+
+@router.get("/tmpdir")
+def tmpdir() -> dict[str, str]:
+    return {"tmpdir": tempfile.gettempdir()}
+
+
+@hookimpl
+def register_routers():
+    return router
+
+
+@hookimpl
+async def get_weights():
+    async with database.session(readonly=True) as session:
+        rows = await session.execute(select(Counter.name, Counter.value))
+        return {name: float(value) for name, value in rows}
