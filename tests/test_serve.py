@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
 import httpx
+
+from base_runner.db import has_wal_reset_bug
 
 from conftest import start_server
 
@@ -57,7 +60,11 @@ def test_master_deploys_and_calls_the_example(sites: dict[str, Path], tmp_path: 
     assert response.json()["weights"] == {"5Miner": 42.0}
     assert served.stop(signal.SIGTERM) == 0
     assert (data / "challenge.sqlite3").is_file()
-    assert "epoch-token" not in served.output()
+    output = served.output()
+    assert "epoch-token" not in output
+    assert f"SQLite {sqlite3.sqlite_version}" in output
+    if has_wal_reset_bug(sqlite3.sqlite_version):
+        assert "has the WAL-reset bug" in output and "writes through one connection per process" in output
 
 
 def test_data_survives_a_restart(sites: dict[str, Path], tmp_path: Path, server) -> None:
