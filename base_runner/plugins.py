@@ -12,9 +12,11 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import subprocess
 import sys
 import traceback
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,31 +188,29 @@ def routers_of(loaded: LoadedChallenge) -> list[APIRouter]:
     return routers
 
 
+def _probe(challenge: Challenge) -> dict[str, Any]:
+    probe = subprocess.run(
+        [sys.executable, "-m", "base_runner", "plugins", "--probe", challenge.name],
+        capture_output=True,
+        text=True,
+    )
+    loads = probe.returncode == 0
+    return {
+        "name": challenge.name,
+        "distribution": challenge.distribution,
+        "version": challenge.version,
+        "module": challenge.module,
+        "loads": loads,
+        "error": None if loads else (probe.stderr.strip().splitlines() or ["no output"])[-1],
+        "hooks": probe.stdout.split() if loads else [],
+    }
+
+
 def describe_all() -> list[dict[str, Any]]:
     """Every installed challenge with whether it loads, each probed in its own process.
 
     Separate processes keep one challenge's imports and models out of
     another's, so the answer is what ``serve`` would see.
     """
-    import subprocess
-
-    rows = []
-    for challenge in discover():
-        probe = subprocess.run(
-            [sys.executable, "-m", "base_runner", "plugins", "--probe", challenge.name],
-            capture_output=True,
-            text=True,
-        )
-        error = probe.stderr.strip().splitlines()[-1] if probe.returncode else None
-        rows.append(
-            {
-                "name": challenge.name,
-                "distribution": challenge.distribution,
-                "version": challenge.version,
-                "module": challenge.module,
-                "loads": probe.returncode == 0,
-                "error": error,
-                "hooks": probe.stdout.split() if probe.returncode == 0 else [],
-            }
-        )
-    return rows
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return list(pool.map(_probe, discover()))
