@@ -68,12 +68,12 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
                 "unless another process writes the same database",
                 version,
             )
-        created = await db.create_all()
-        if created:
-            log.info("created tables: %s", ", ".join(created))
-        await db.ping()
-        await check_schema(at_startup=True)
         try:
+            created = await db.create_all()
+            if created:
+                log.info("created tables: %s", ", ".join(created))
+            await db.ping()
+            await check_schema(at_startup=True)
             async with AsyncExitStack() as stack:
                 for context in loaded.pm.hook.lifespan(app=app):
                     if context is not None:
