@@ -165,30 +165,25 @@ def serving(app: FastAPI) -> Any:
     """
     slug = app.state.runtime.challenge
 
+    async def step(phase: str, action: Any, send: Any) -> bool:
+        try:
+            await action
+        except Exception as exc:
+            log.debug("%s of %s failed:\n%s", phase, slug, traceback.format_exc())
+            message = f"challenge {slug}: {phase} failed: {type(exc).__name__}: {exc}"
+            await send({"type": f"lifespan.{phase}.failed", "message": message})
+            return False
+        await send({"type": f"lifespan.{phase}.complete"})
+        return True
+
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
             await app(scope, receive, send)
             return
+        context = app.router.lifespan_context(app)
         await receive()  # lifespan.startup
-        try:
-            context = app.router.lifespan_context(app)
-            await context.__aenter__()
-        except Exception as exc:
-            log.debug("startup of %s failed:\n%s", slug, traceback.format_exc())
-            await send(
-                {"type": "lifespan.startup.failed", "message": f"challenge {slug}: startup failed: {type(exc).__name__}: {exc}"}
-            )
-            return
-        await send({"type": "lifespan.startup.complete"})
-        await receive()  # lifespan.shutdown
-        try:
-            await context.__aexit__(None, None, None)
-        except Exception as exc:
-            log.debug("shutdown of %s failed:\n%s", slug, traceback.format_exc())
-            await send(
-                {"type": "lifespan.shutdown.failed", "message": f"challenge {slug}: shutdown failed: {type(exc).__name__}: {exc}"}
-            )
-            return
-        await send({"type": "lifespan.shutdown.complete"})
+        if await step("startup", context.__aenter__(), send):
+            await receive()  # lifespan.shutdown
+            await step("shutdown", context.__aexit__(None, None, None), send)
 
     return asgi
