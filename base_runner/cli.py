@@ -9,6 +9,7 @@ import asyncio
 import functools
 import json
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -106,6 +107,10 @@ def serve(challenge: str | None, host: str | None, port: int | None, data_dir: P
     )
     runtime = app.state.runtime
     runtime.on_fatal = lambda: setattr(server, "should_exit", True)
+    # After a graceful shutdown uvicorn raises the SIGTERM it caught again, under
+    # the handler it found: the default one would end the process by the signal
+    # (exit 143). This one makes a stop by `docker stop` or Swarm a clean exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     server.run()
     if not server.started:
         sys.exit(3)
