@@ -87,7 +87,7 @@ def base_image() -> str:
 
 
 def build(context: Path, tag: str, dockerfile: Path, build_args: Mapping[str, str]) -> None:
-    """``podman build`` as BuildKit would build it, leaving only the tagged image.
+    """``podman build`` of a real Dockerfile, leaving nothing behind but the tagged image.
 
     ``--layers=false`` keeps no intermediate images to clean up; ``--format
     docker`` keeps ``HEALTHCHECK``, which the OCI format drops; the host's CA
