@@ -170,3 +170,22 @@ def weights(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     click.echo(body.decode())
     if dropped:
         click.echo(f"base-runner: dropped {dropped} invalid entries (see the warnings above)", err=True)
+
+
+@main.command()
+@click.argument("slug")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder to create, absent or empty; default: ./SLUG.",
+)
+@reports_errors
+def new(slug: str, directory: Path | None) -> None:
+    """Create a challenge package: plugin, tests, Dockerfile and CI that publishes its image."""
+    from .scaffold import create
+
+    names, target, _files = create(slug, directory)
+    click.echo(f"created {names.distribution} in {target}: challenge {names.slug}, package {names.module}")
+    click.echo(f"next: cd {target} && pip install -e '.[dev]' && pytest && base-runner check --challenge {slug}")
+
