@@ -189,3 +189,21 @@ def new(slug: str, directory: Path | None) -> None:
     click.echo(f"created {names.distribution} in {target}: challenge {names.slug}, package {names.module}")
     click.echo(f"next: cd {target} && pip install -e '.[dev]' && pytest && base-runner check --challenge {slug}")
 
+
+@main.command()
+@challenge_option
+@debug_option
+@reports_errors
+def check(challenge: str | None, debug: bool) -> None:
+    """Check the challenge against the BASE contract on a temporary data dir; exit 1 if a check fails."""
+    from . import check as contract
+
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    selected = select(challenge)
+    failures = asyncio.run(contract.run(selected, lambda outcome: click.echo(outcome.line())))
+    if failures:
+        click.echo(f"{selected.name}: {failures} check(s) failed; fix them before publishing", err=True)
+        sys.exit(1)
+    click.echo(f"{selected.name}: every check passed")
