@@ -9,12 +9,13 @@ ones depend on stops the run when it fails.
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pydantic import SecretStr
 
@@ -79,10 +80,8 @@ async def run(challenge: Challenge, report: Callable[[Outcome], None]) -> int:
     credentials out of the environment and points ``base_runner.database``
     at its own temporary database.
     """
-    try:
-        import httpx
-    except ImportError:
-        raise ConfigError("base-runner check calls the app with httpx: pip install 'base-runner[testing]'") from None
+    if importlib.util.find_spec("httpx") is None:
+        raise ConfigError("base-runner check calls the app with httpx: pip install 'base-runner[testing]'")
     outcomes = _Report(report)
     with tempfile.TemporaryDirectory(prefix="base-runner-check-") as tmp:
         token = secrets.token_urlsafe(32)
@@ -94,13 +93,15 @@ async def run(challenge: Challenge, report: Callable[[Outcome], None]) -> int:
         scrub_environment()
         database.configure(database_url(settings))
         try:
-            await _checks(challenge, settings, token, outcomes, httpx)
+            await _checks(challenge, settings, token, outcomes)
         except _Stop:
             pass
     return outcomes.failures
 
 
-async def _checks(challenge: Challenge, settings: RunnerSettings, token: str, outcomes: _Report, httpx: Any) -> None:
+async def _checks(challenge: Challenge, settings: RunnerSettings, token: str, outcomes: _Report) -> None:
+    import httpx
+
     try:
         loaded = load(challenge)
     except PluginError as exc:
@@ -153,7 +154,8 @@ async def _get_weights(loaded: LoadedChallenge, timeout: float, outcomes: _Repor
         outcomes.failed("get_weights", f"{len(validated.dropped)} invalid entries, which the runner drops: {reasons}")
         return
     count = len(validated.weights)
-    outcomes.passed("get_weights", f"{count} valid entries" if count else "an empty map (legal: the challenge burns its share)")
+    legal_empty = "an empty map (legal: the challenge burns its share)"
+    outcomes.passed("get_weights", f"{count} valid entries" if count else legal_empty)
 
 
 async def _readiness_gate(client: httpx.AsyncClient, slug: str, version: str, outcomes: _Report) -> None:

@@ -115,6 +115,21 @@ def test_check_passes(generated: Generated) -> None:
     assert result.stdout.splitlines()[-1] == f"{SLUG}: every check passed"
 
 
+def test_the_commented_worker_runs_once_uncommented(generated: Generated, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(generated.project / MODULE, source / MODULE)
+    plugin = source / MODULE / "plugin.py"
+    text = plugin.read_text()
+    code, marker, comment = text.partition("# import asyncio")
+    assert marker, "plugin.py has no commented worker"
+    uncommented = [line[2:] if line.startswith("# ") else "" for line in (marker + comment).splitlines()]
+    plugin.write_text(code + "\n".join(uncommented))
+    # The copy comes first on the path; the installed site still provides the entry point.
+    result = run_cli("check", "--challenge", SLUG, sites=[source, generated.site])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0].endswith("hooks: get_weights, lifespan, register_routers")
+
+
 def test_serves(generated: Generated, tmp_path: Path, server) -> None:
     served = server(["--challenge", SLUG, "--data-dir", str(tmp_path)], [generated.site])
     with served.client() as client:
