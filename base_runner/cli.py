@@ -174,6 +174,43 @@ def weights(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
         click.echo(f"base-runner: dropped {dropped} invalid entries (see the warnings above)", err=True)
 
 
+@main.command()
+@click.argument("slug")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder to create, absent or empty; default: ./SLUG.",
+)
+@reports_errors
+def new(slug: str, directory: Path | None) -> None:
+    """Create a challenge package: plugin, tests, Dockerfile and CI that publishes its image."""
+    from .scaffold import create
+
+    names, target, _files = create(slug, directory)
+    click.echo(f"created {names.distribution} in {target}: challenge {names.slug}, package {names.module}")
+    click.echo(f"next: cd {target} && pip install -e '.[dev]' && pytest && base-runner check --challenge {slug}")
+
+
+@main.command()
+@challenge_option
+@debug_option
+@reports_errors
+def check(challenge: str | None, debug: bool) -> None:
+    """Check the challenge against the BASE contract on a temporary data dir; exit 1 if a check fails."""
+    from . import check as contract
+
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    selected = select(challenge)
+    failures = asyncio.run(contract.run(selected, lambda outcome: click.echo(outcome.line())))
+    if failures:
+        click.echo(f"{selected.name}: {failures} check(s) failed; fix them before publishing", err=True)
+        sys.exit(1)
+    click.echo(f"{selected.name}: every check passed")
+
+
 def _register() -> None:
     # Imported here: the subcommand modules build on the options and helpers above.
     from .db_commands import db

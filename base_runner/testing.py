@@ -1,38 +1,19 @@
 """pytest fixtures for challenge authors, registered through the ``pytest11`` entry point.
 
-Installing base-runner is enough: in a challenge's tests, ask for a fixture
-by name. Nothing here runs unless a test asks for it. The fixtures run on
-anyio's pytest plugin (shipped with anyio, which FastAPI depends on); tests
-that use them are marked for it automatically, so write them as plain
-``async def`` tests.
+Installing ``base-runner[testing]`` is enough: in a challenge's tests, ask for
+a fixture by name. Nothing here runs unless a test asks for it: there is no
+autouse fixture, and only tests that use the async fixtures are marked for
+anyio's pytest plugin (shipped with anyio, which FastAPI depends on), so
+write them as plain ``async def`` tests.
 
-Fixtures:
-
-``challenge_slug``
-    Which installed challenge to test: override it in your ``conftest.py``
-    to pick one; by default ``BASE_CHALLENGE_SLUG``, else the only one.
-``challenge_data_dir``
-    A fresh, empty data dir (``tmp_path / "data"``).
-``challenge_settings``
-    The runner's settings on that data dir, with :data:`MASTER_TOKEN` as
-    the master's token.
-``challenge_app``
-    The challenge's FastAPI app, started (tables created, ``lifespan``
-    entered) and stopped around the test.
-``challenge_client``
-    An ``httpx.AsyncClient`` on that app.
-``challenge_session``
-    An ``AsyncSession`` on the same database (``database.session()``).
-``master_client``
-    An ``httpx.AsyncClient`` that calls the app as the BASE master does:
-    bearer token and slug header on every request.
-
-Helper: :func:`assert_valid_weights`.
+Fixtures: ``challenge_slug`` (override it in your ``conftest.py``),
+``challenge_data_dir``, ``challenge_settings``, ``challenge_app``,
+``challenge_client``, ``master_client``, ``challenge_session``; helper:
+:func:`assert_valid_weights`. ``docs/authoring.md`` documents each.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +49,7 @@ def challenge_slug() -> str | None:
 
 @pytest.fixture
 def challenge_data_dir(tmp_path: Path) -> Path:
+    """A fresh, empty data dir for the test: ``tmp_path / "data"``."""
     data = tmp_path / "data"
     data.mkdir()
     return data
@@ -75,6 +57,7 @@ def challenge_data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def challenge_settings(challenge_data_dir: Path, tmp_path: Path) -> RunnerSettings:
+    """The runner's settings on ``challenge_data_dir``, with :data:`MASTER_TOKEN` as the master's token."""
     from .settings import RunnerSettings
 
     return RunnerSettings(
@@ -89,6 +72,7 @@ def challenge_settings(challenge_data_dir: Path, tmp_path: Path) -> RunnerSettin
 async def challenge_app(
     anyio_backend: str, challenge_slug: str | None, challenge_settings: RunnerSettings
 ) -> AsyncIterator[FastAPI]:
+    """The challenge's app on ``challenge_settings``: started (tables created, ``lifespan`` entered), stopped after."""
     from .app import bind, create_app
     from .plugins import load, select
 
@@ -100,7 +84,10 @@ async def challenge_app(
 
 
 def _client(app: FastAPI, headers: Mapping[str, str] | None = None) -> httpx.AsyncClient:
-    import httpx
+    try:
+        import httpx
+    except ImportError:
+        pytest.fail("the client fixtures need httpx: pip install 'base-runner[testing]'", pytrace=False)
 
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://challenge", headers=dict(headers or {})
@@ -109,12 +96,14 @@ def _client(app: FastAPI, headers: Mapping[str, str] | None = None) -> httpx.Asy
 
 @pytest.fixture
 async def challenge_client(challenge_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An ``httpx.AsyncClient`` on ``challenge_app``, as a miner or the master's public proxy calls it."""
     async with _client(challenge_app) as client:
         yield client
 
 
 @pytest.fixture
 async def master_client(challenge_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An ``httpx.AsyncClient`` on ``challenge_app`` that sends the master's bearer token and slug header."""
     headers = {
         "Authorization": f"Bearer {MASTER_TOKEN}",
         "X-Base-Challenge-Slug": challenge_app.state.challenge.name,
@@ -125,6 +114,7 @@ async def master_client(challenge_app: FastAPI) -> AsyncIterator[httpx.AsyncClie
 
 @pytest.fixture
 async def challenge_session(challenge_app: FastAPI) -> AsyncIterator[AsyncSession]:
+    """An ``AsyncSession`` on ``challenge_app``'s database (``database.session()``); commit what it writes."""
     from .db import database
 
     async with database.session() as session:
@@ -132,17 +122,21 @@ async def challenge_session(challenge_app: FastAPI) -> AsyncIterator[AsyncSessio
 
 
 def assert_valid_weights(weights: Any) -> dict[str, float]:
-    """Assert ``weights`` is a map the master accepts; return it.
+    """Assert the master accepts ``weights``, by the rules the runner applies; return the map.
 
-    Accepts the map itself or a whole weights response body (with a
-    ``weights`` key): keys non-empty strings of at most 128 characters,
-    values real numbers (not ``bool``), finite and ``>= 0``.
+    ``weights`` is a map from ``get_weights`` (keys non-empty strings of at
+    most 128 characters, values real numbers, not ``bool``, finite and
+    ``>= 0``) or a whole decoded weights response body, which is checked
+    whole: ``challenge_slug``, an integer ``epoch``, the map, and
+    ``metadata.computed_at``.
     """
-    if isinstance(weights, Mapping) and "weights" in weights and "challenge_slug" in weights:
-        weights = weights["weights"]
-    assert isinstance(weights, Mapping), f"weights must be a dict, got {type(weights).__name__}"
-    for hotkey, value in weights.items():
-        assert isinstance(hotkey, str) and 0 < len(hotkey) <= 128, f"bad hotkey {hotkey!r}"
-        assert isinstance(value, int | float) and not isinstance(value, bool), f"{hotkey}: {value!r} is not a number"
-        assert math.isfinite(value) and value >= 0, f"{hotkey}: {value!r} is not finite and >= 0"
+    from .weights import body_problems, map_problems
+
+    if isinstance(weights, Mapping) and "challenge_slug" in weights:
+        problems = body_problems(dict(weights))
+        weights = weights.get("weights")
+    else:
+        assert isinstance(weights, Mapping), f"weights must be a dict, got {type(weights).__name__}"
+        problems = map_problems(weights)
+    assert not problems, "the master would refuse these weights: " + "; ".join(problems)
     return dict(weights)

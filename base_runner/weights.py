@@ -15,7 +15,7 @@ import logging
 import math
 import numbers
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -43,7 +43,8 @@ class Validated:
     dropped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _reason(hotkey: object, value: object) -> str | None:
+def entry_problem(hotkey: object, value: object) -> str | None:
+    """Why one weights entry must not reach the master; ``None`` when it may."""
     if not isinstance(hotkey, str):
         return f"hotkey is a {type(hotkey).__name__}, not a string"
     if not hotkey:
@@ -68,7 +69,7 @@ def validate(raw: object, challenge: str) -> Validated:
         raise WeightsError(f"challenge {challenge}: get_weights returned a {type(raw).__name__}, not a dict")
     result = Validated(weights={})
     for hotkey, value in raw.items():
-        reason = _reason(hotkey, value)
+        reason = entry_problem(hotkey, value)
         if reason is None:
             result.weights[hotkey] = float(value)
         else:
@@ -115,6 +116,41 @@ def serialize(slug: str, validated: Validated, now: float | None = None) -> byte
         },
     }
     return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+
+
+def map_problems(weights: Mapping[object, object]) -> list[str]:
+    """Why the master must not get each invalid entry of ``weights``; empty when all are valid."""
+    return [
+        f"weight for {str(hotkey)[:80]!r}: {problem}"
+        for hotkey, value in weights.items()
+        if (problem := entry_problem(hotkey, value)) is not None
+    ]
+
+
+def body_problems(body: object, slug: str | None = None) -> list[str]:
+    """Why the master would refuse a decoded weights body (of ``slug``, when given); empty when it would not."""
+    if not isinstance(body, dict):
+        return [f"the body is a {type(body).__name__}, not a JSON object"]
+    problems = []
+    given = body.get("challenge_slug")
+    if not isinstance(given, str) or not given:
+        problems.append(f"challenge_slug is {given!r}, not a slug")
+    elif slug is not None and given != slug:
+        problems.append(f"challenge_slug is {given!r}, not {slug!r}")
+    if not isinstance(body.get("epoch"), int) or isinstance(body["epoch"], bool):
+        problems.append(f"epoch is {body.get('epoch')!r}, not an integer")
+    weights = body.get("weights")
+    if isinstance(weights, dict):
+        problems += map_problems(weights)
+    else:
+        problems.append(f"weights is {type(weights).__name__}, not an object")
+    metadata = body.get("metadata")
+    computed_at = metadata.get("computed_at") if isinstance(metadata, dict) else None
+    try:
+        datetime.fromisoformat(str(computed_at))
+    except ValueError:
+        problems.append(f"metadata.computed_at is {computed_at!r}, not an ISO 8601 time")
+    return problems
 
 
 class WeightsCache:

@@ -18,7 +18,7 @@ def test_version() -> None:
     assert result.stdout.strip() == f"base-runner, version {__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["plugins"], ["weights"]])
+@pytest.mark.parametrize("command", [[], ["serve"], ["plugins"], ["weights"], ["new"], ["check"]])
 def test_help_on_every_command(command: list[str]) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0
