@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from . import __version__, schema, storage
 from .auth import AuthFailure, MasterAuth
 from .db import Database, database, has_wal_reset_bug, sqlite_version
+from .errors import describe
 from .plugins import LoadedChallenge, routers_of
 from .runtime import Runtime
 from .settings import RunnerSettings, database_url
@@ -170,7 +171,7 @@ def serving(app: FastAPI) -> Any:
             await action
         except Exception as exc:
             log.debug("%s of %s failed:\n%s", phase, slug, traceback.format_exc())
-            message = f"challenge {slug}: {phase} failed: {type(exc).__name__}: {exc}"
+            message = f"challenge {slug}: {phase} failed: {describe(exc)}"
             await send({"type": f"lifespan.{phase}.failed", "message": message})
             return False
         await send({"type": f"lifespan.{phase}.complete"})

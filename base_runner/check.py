@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from .app import API_VERSION, bind, create_app
 from .db import database
-from .errors import ConfigError, PluginError
+from .errors import ConfigError, PluginError, describe
 from .plugins import Challenge, LoadedChallenge, load, routers_of
 from .settings import RunnerSettings, load_settings, scrub_environment
 from .weights import WeightsError, body_problems, compute
@@ -66,11 +66,6 @@ class _Report:
     def stop(self, check: str, detail: str) -> NoReturn:
         self.failed(check, detail)
         raise _Stop
-
-
-def _fault(exc: BaseException) -> str:
-    # The first line only: driver errors run to several, with SQL and links.
-    return f"{type(exc).__name__}: {str(exc).partition(chr(10))[0]}"
 
 
 async def run(challenge: Challenge, report: Callable[[Outcome], None]) -> int:
@@ -118,7 +113,7 @@ async def _checks(challenge: Challenge, settings: RunnerSettings, token: str, ou
         created = await database.create_all()
     except Exception as exc:
         await database.close()
-        outcomes.stop("tables", f"create_all raised {_fault(exc)}")
+        outcomes.stop("tables", f"create_all raised {describe(exc)}")
     outcomes.passed("tables", "created " + ", ".join(created) if created else "the challenge declares no table")
 
     app = create_app(loaded, settings)
@@ -126,7 +121,7 @@ async def _checks(challenge: Challenge, settings: RunnerSettings, token: str, ou
     try:
         await lifespan.__aenter__()
     except Exception as exc:
-        outcomes.stop("startup", f"raised {_fault(exc)}")
+        outcomes.stop("startup", f"raised {describe(exc)}")
     outcomes.passed("startup", "the database answers and the lifespan hooks ran")
     try:
         transport = httpx.ASGITransport(app=app)
@@ -138,7 +133,7 @@ async def _checks(challenge: Challenge, settings: RunnerSettings, token: str, ou
         try:
             await lifespan.__aexit__(None, None, None)
         except Exception as exc:
-            outcomes.failed("shutdown", f"raised {_fault(exc)}")
+            outcomes.failed("shutdown", f"raised {describe(exc)}")
         else:
             outcomes.passed("shutdown", "the lifespan hooks finished and the database closed")
 

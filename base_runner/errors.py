@@ -26,3 +26,8 @@ class PluginError(RunnerError):
     """The selected challenge cannot be loaded: its package must be fixed."""
 
     exit_code = 3
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message``: driver errors run to several lines, with SQL and links."""
+    return f"{type(exc).__name__}: {str(exc).partition(chr(10))[0]}"

@@ -24,7 +24,7 @@ import pluggy
 from fastapi import APIRouter
 
 from . import hookspecs
-from .errors import PluginError, SelectionError
+from .errors import PluginError, SelectionError, describe
 
 log = logging.getLogger("base_runner")
 
@@ -135,7 +135,7 @@ def load(challenge: Challenge) -> LoadedChallenge:
             raise
         raise _fault(
             challenge,
-            f"importing {challenge.module} failed: {type(exc).__name__}: {exc}; fix the package or uninstall it",
+            f"importing {challenge.module} failed: {describe(exc)}; fix the package or uninstall it",
             exc,
         ) from exc
     try:

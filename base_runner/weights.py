@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from .errors import describe
 from .plugins import LoadedChallenge
 
 log = logging.getLogger("base_runner")
@@ -95,8 +96,7 @@ async def compute(loaded: LoadedChallenge, timeout: float) -> Validated:
             f"challenge {name}: get_weights ran past its {timeout:g}s timeout (CHALLENGE_WEIGHTS_TIMEOUT)", 504
         ) from None
     except Exception as exc:
-        # The first line only: driver errors run to several, with SQL and links.
-        message = f"challenge {name}: get_weights raised {type(exc).__name__}: {str(exc).partition(chr(10))[0]}"
+        message = f"challenge {name}: get_weights raised {describe(exc)}"
         log.error("%s", message)
         log.debug("get_weights of %s raised", name, exc_info=exc)
         raise WeightsError(message) from exc
