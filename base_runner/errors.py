@@ -26,3 +26,11 @@ class PluginError(RunnerError):
     """The selected challenge cannot be loaded: its package must be fixed."""
 
     exit_code = 3
+
+
+def describe(exc: BaseException) -> str:
+    """``<type>: <first line of the message>``, for a one-line report.
+
+    Driver errors run to several lines, with the SQL and a link.
+    """
+    return f"{type(exc).__name__}: {str(exc).partition(chr(10))[0]}"

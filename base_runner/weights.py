@@ -18,8 +18,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from .plugins import LoadedChallenge
+from .errors import describe
+
+if TYPE_CHECKING:
+    from .plugins import LoadedChallenge
 
 log = logging.getLogger("base_runner")
 
@@ -94,8 +98,7 @@ async def compute(loaded: LoadedChallenge, timeout: float) -> Validated:
             f"challenge {name}: get_weights ran past its {timeout:g}s timeout (CHALLENGE_WEIGHTS_TIMEOUT)", 504
         ) from None
     except Exception as exc:
-        # The first line only: driver errors run to several, with SQL and links.
-        message = f"challenge {name}: get_weights raised {type(exc).__name__}: {str(exc).partition(chr(10))[0]}"
+        message = f"challenge {name}: get_weights raised {describe(exc)}"
         log.error("%s", message)
         log.debug("get_weights of %s raised", name, exc_info=exc)
         raise WeightsError(message) from exc
