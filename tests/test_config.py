@@ -91,6 +91,16 @@ def test_invalid_value_is_one_line_naming_the_variable_never_the_value(monkeypat
     assert str(error.value) == "CHALLENGE_API_KEY: Value error, a secret must be a string"
 
 
+def test_a_challenge_with_bad_settings_stops_with_exit_2(sites: dict[str, Path], tmp_path: Path) -> None:
+    result = run_cli("weights", "--challenge", "bounty", "--data-dir", str(tmp_path), sites=[sites["bounty"]],
+                     CHALLENGE_CLOSE_INTERVAL="0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "base-runner: error: challenge bounty (bounty-challenge 0.1.0): CHALLENGE_CLOSE_INTERVAL: "
+        "Input should be greater than 0"
+    )
+
+
 def test_secrets_in_a_served_challenge(sites: dict[str, Path], tmp_path: Path, server) -> None:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
