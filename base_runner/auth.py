@@ -198,9 +198,13 @@ async def verified_hotkey(request: Request) -> VerifiedHotkey:
     headers = request.headers
     hotkey = _verified_header(headers, "verified-hotkey")
     if hotkey is None:
-        raise AuthFailure(400, "missing_verified_hotkey", "send X-Base-Verified-Hotkey: <the hotkey the master verified>")
+        raise AuthFailure(
+            400, "missing_verified_hotkey", "send X-Base-Verified-Hotkey: <the hotkey the master verified>"
+        )
     if len(hotkey) > MAX_HOTKEY_LENGTH:
-        raise AuthFailure(400, "invalid_verified_hotkey", f"the verified hotkey is longer than {MAX_HOTKEY_LENGTH} characters")
+        raise AuthFailure(
+            400, "invalid_verified_hotkey", f"the verified hotkey is longer than {MAX_HOTKEY_LENGTH} characters"
+        )
     uid_text = _verified_header(headers, "verified-uid")
     if uid_text is not None and not uid_text.isdecimal():
         raise AuthFailure(400, "invalid_verified_uid", "X-Base-Verified-Uid must be a non-negative integer")

@@ -169,7 +169,8 @@ def _trace(pm: pluggy.PluginManager) -> None:
 
 
 def _depends_on(dependant: Any, call: Any) -> bool:
-    return any(dep.call is call or _depends_on(dep, call) for dep in dependant.dependencies)
+    dependencies = getattr(dependant, "dependencies", ())
+    return any(dep.call is call or _depends_on(dep, call) for dep in dependencies)
 
 
 def routers_of(loaded: LoadedChallenge) -> list[APIRouter]:
@@ -191,7 +192,7 @@ def routers_of(loaded: LoadedChallenge) -> list[APIRouter]:
         for route in router.routes:
             path = getattr(route, "path", "")
             if path.startswith(BRIDGE_PREFIX):
-                if not _depends_on(route.dependant, verified_hotkey):
+                if not _depends_on(getattr(route, "dependant", None), verified_hotkey):
                     raise _fault(
                         loaded.challenge,
                         f"the route {path} does not depend on base_runner.verified_hotkey; "

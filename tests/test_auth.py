@@ -151,7 +151,9 @@ class TestOwnerAuth:
             {"Authorization": "Basic dXNlcjpwYXNz", "X-Owner-Token": "the-owner-token"},
         ],
     )
-    async def test_accepted(self, challenge_client: httpx.AsyncClient, owner_token: str, headers: dict[str, str]) -> None:
+    async def test_accepted(
+        self, challenge_client: httpx.AsyncClient, owner_token: str, headers: dict[str, str]
+    ) -> None:
         response = await challenge_client.get("/owner/ping", headers=headers)
         assert response.status_code == 200
         assert response.json() == {"owner": True}

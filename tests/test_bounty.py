@@ -124,7 +124,7 @@ async def test_owner_can_replace_manual_emissions(
 @pytest.mark.parametrize("weight", ["-1.0", "NaN", "Infinity", '"heavy"'])
 async def test_emission_validation_rejects_bad_weights(challenge_client: httpx.AsyncClient, weight: str) -> None:
     # Sent as raw JSON: Python's parser takes NaN and Infinity literals.
-    body = '{"emissions": [{"hotkey": "hotkey-a", "weight": %s}]}' % weight
+    body = f'{{"emissions": [{{"hotkey": "hotkey-a", "weight": {weight}}}]}}'
     response = await challenge_client.post(
         "/admin/emissions", headers={**OWNER, "Content-Type": "application/json"}, content=body
     )

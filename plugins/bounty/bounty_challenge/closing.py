@@ -15,18 +15,19 @@ from .settings import settings
 log = logging.getLogger("bounty_challenge")
 
 
-async def close_expired_projects() -> int:
-    """Complete every active project whose deadline has passed; return how many."""
+async def close_expired_projects() -> list[str]:
+    """Complete every active project whose deadline has passed; return their ids."""
     now = utcnow()
     async with database.session() as session:
-        result = await session.execute(
+        closed = await session.scalars(
             update(Project)
             .where(Project.status == "active", Project.deadline_at <= now)
             .values(status="completed", updated_at=now)
-            .execution_options(synchronize_session=False)
+            .returning(Project.project_id)
         )
+        project_ids = list(closed)
         await session.commit()
-    return result.rowcount
+    return project_ids
 
 
 async def keep_closing() -> None:
@@ -39,5 +40,5 @@ async def keep_closing() -> None:
     while True:
         closed = await close_expired_projects()
         if closed:
-            log.info("completed %d project(s) whose deadline passed", closed)
+            log.info("completed the projects whose deadline passed: %s", ", ".join(closed))
         await asyncio.sleep(settings.close_interval)
