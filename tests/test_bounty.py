@@ -11,6 +11,7 @@ import hashlib
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -340,7 +341,7 @@ def test_dead_worker_stops_the_bounty_process(sites: dict[str, Path], tmp_path: 
     with served.client() as client:
         assert client.get("/ready").status_code == 200
     # A database broken under the running service: the sweep cannot go on.
-    with sqlite3.connect(tmp_path / "challenge.sqlite3", timeout=10) as conn:
+    with closing(sqlite3.connect(tmp_path / "challenge.sqlite3", timeout=10)) as conn:
         conn.execute("DROP TABLE bounty_projects")
     assert served.proc.wait(30) == 1
     output = served.output()
