@@ -3,6 +3,7 @@
 The names a challenge imports::
 
     from base_runner import Base, database, hookimpl, run_worker, storage
+    from base_runner import ChallengeSettings, Secret, OwnerAuth, VerifiedHotkey, verified_hotkey
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -13,8 +14,22 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 from . import storage
+from .auth import OwnerAuth, VerifiedHotkey, verified_hotkey
+from .config import ChallengeSettings, Secret
 from .db import Base, database
 from .hookspecs import hookimpl
 from .workers import run_worker
 
-__all__ = ["Base", "__version__", "database", "hookimpl", "run_worker", "storage"]
+__all__ = [
+    "Base",
+    "ChallengeSettings",
+    "OwnerAuth",
+    "Secret",
+    "VerifiedHotkey",
+    "__version__",
+    "database",
+    "hookimpl",
+    "run_worker",
+    "storage",
+    "verified_hotkey",
+]

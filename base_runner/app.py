@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from . import __version__, schema, storage
@@ -89,6 +92,19 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
     app.state.runtime = runtime
     app.state.challenge = loaded
     app.state.weights = cache
+    # For the dependencies challenge routes use: verified_hotkey checks the master's token with it.
+    app.state.master_auth = auth
+
+    @app.exception_handler(AuthFailure)
+    async def refused(request: Request, failure: AuthFailure) -> JSONResponse:
+        return JSONResponse(failure.body(), status_code=failure.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 echoes each bad input; a NaN or infinity sent in a
+        # body would make that answer unencodable, a 500 instead of a 422.
+        shown = jsonable_encoder(exc.errors(), custom_encoder={float: lambda v: v if math.isfinite(v) else str(v)})
+        return JSONResponse({"detail": shown}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -29,5 +29,8 @@ class PluginError(RunnerError):
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: first line of the message``: driver errors run to several lines, with SQL and links."""
+    """``<type>: <first line of the message>``, for a one-line report.
+
+    Driver errors run to several lines, with the SQL and a link.
+    """
     return f"{type(exc).__name__}: {str(exc).partition(chr(10))[0]}"

@@ -61,7 +61,10 @@ def register_routers() -> APIRouter | Sequence[APIRouter] | None:  # type: ignor
     They are included at the application's root: the master's public proxy
     forwards ``/challenges/<slug>/<path>`` to ``/<path>``. Paths the runner
     owns are refused at load time: ``/health``, ``/ready``, ``/version``,
-    ``/weights`` and everything under ``/internal``.
+    ``/weights`` and everything under ``/internal`` but
+    ``/internal/v1/bridge/...``, where the master forwards the submissions
+    it verified; routes there must depend on
+    :func:`base_runner.verified_hotkey`.
 
     :returns: the routers to include, or ``None`` for a challenge without
         public routes.

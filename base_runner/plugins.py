@@ -24,13 +24,16 @@ import pluggy
 from fastapi import APIRouter
 
 from . import hookspecs
-from .errors import PluginError, SelectionError, describe
+from .auth import verified_hotkey
+from .errors import ConfigError, PluginError, SelectionError, describe
 
 log = logging.getLogger("base_runner")
 
 #: Paths the runner serves itself; a challenge's router may not claim them.
 RESERVED_PATHS = ("/health", "/ready", "/version", "/weights")
 RESERVED_PREFIXES = ("/internal",)
+#: The one place under ``/internal`` a challenge serves: the master forwards bridged submissions there.
+BRIDGE_PREFIX = "/internal/v1/bridge/"
 #: Every hook a challenge may implement, from the specs.
 HOOK_NAMES = tuple(
     sorted(name for name, value in vars(hookspecs).items() if hasattr(value, f"{hookspecs.PROJECT_NAME}_spec"))
@@ -130,6 +133,8 @@ def load(challenge: Challenge) -> LoadedChallenge:
     try:
         ep = importlib.metadata.EntryPoint(challenge.name, challenge.module, hookspecs.PROJECT_NAME)
         module = ep.load()
+    except ConfigError as exc:  # the challenge's settings refused the environment: exit 2, not 3
+        raise ConfigError(f"challenge {challenge.describe()}: {exc}") from None
     except BaseException as exc:  # SystemExit from a plugin must not end the runner silently
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -165,8 +170,19 @@ def _trace(pm: pluggy.PluginManager) -> None:
     pm.add_hookcall_monitoring(before, after)
 
 
+def _depends_on(dependant: Any, call: Any) -> bool:
+    dependencies = getattr(dependant, "dependencies", ())
+    return any(dep.call is call or _depends_on(dep, call) for dep in dependencies)
+
+
 def routers_of(loaded: LoadedChallenge) -> list[APIRouter]:
-    """The challenge's routers, flattened, with reserved paths refused."""
+    """The challenge's routers, flattened, with reserved paths refused.
+
+    A route under :data:`BRIDGE_PREFIX` must depend on
+    :func:`~base_runner.auth.verified_hotkey`: the proxy keeps the public
+    out of ``/internal``, but other services on the master's network reach
+    it, so the master's token is what makes such a request the master's.
+    """
     routers: list[Any] = []
     for result in loaded.pm.hook.register_routers():
         if result is None:
@@ -177,6 +193,14 @@ def routers_of(loaded: LoadedChallenge) -> list[APIRouter]:
             raise _fault(loaded.challenge, f"register_routers returned {type(router).__name__}, not an APIRouter")
         for route in router.routes:
             path = getattr(route, "path", "")
+            if path.startswith(BRIDGE_PREFIX):
+                if not _depends_on(getattr(route, "dependant", None), verified_hotkey):
+                    raise _fault(
+                        loaded.challenge,
+                        f"the route {path} does not depend on base_runner.verified_hotkey; "
+                        "routes under /internal/v1/bridge/ must, so that only the master reaches them",
+                    )
+                continue
             if path in RESERVED_PATHS or any(
                 path == prefix or path.startswith(prefix + "/") for prefix in RESERVED_PREFIXES
             ):

@@ -64,9 +64,14 @@ def load_settings(**overrides: object) -> RunnerSettings:
     try:
         return RunnerSettings(**given)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "settings"
-        raise ConfigError(f"CHALLENGE_{field.upper()}: {first['msg']}") from None
+        raise invalid_setting(exc, "CHALLENGE_") from None
+
+
+def invalid_setting(exc: ValidationError, prefix: str) -> ConfigError:
+    """One line naming the first invalid variable and what is wrong, never its value."""
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    return ConfigError(f"{prefix}{field.upper()}: {first['msg']}")
 
 
 def scrub_environment(environ: dict[str, str] | None = None) -> list[str]:

@@ -18,9 +18,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from .errors import describe
-from .plugins import LoadedChallenge
+
+if TYPE_CHECKING:
+    from .plugins import LoadedChallenge
 
 log = logging.getLogger("base_runner")
 

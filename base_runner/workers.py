@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
 
+from .errors import describe
+
 log = logging.getLogger("base_runner")
 
 
@@ -37,7 +39,7 @@ async def run_worker(app: FastAPI, work: Callable[[], Awaitable[None]], *, name:
             raise
         except Exception as exc:
             log.exception("challenge %s: worker %s crashed", runtime.challenge, name)
-            runtime.fail(f"worker {name} crashed: {type(exc).__name__}: {exc}")
+            runtime.fail(f"worker {name} crashed: {describe(exc)}")
         else:
             log.info("challenge %s: worker %s finished", runtime.challenge, name)
 

@@ -28,8 +28,9 @@ PACKAGES = {
     "example": ROOT / "plugins" / "example",
     "testbed": ROOT / "tests" / "plugins" / "testbed",
     "twin": ROOT / "tests" / "plugins" / "twin",
+    "bounty": ROOT / "plugins" / "bounty",
 }
-IN_PROCESS = ("example", "testbed")
+IN_PROCESS = ("example", "testbed", "bounty")
 BASE_RUNNER = str(Path(sys.executable).with_name("base-runner"))
 # Variables a developer's shell may hold that would change what the runner under test does.
 _OUTSIDE = ("CHALLENGE_", "BASE_", "PLATFORM_", "PYTHONPATH")

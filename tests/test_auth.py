@@ -1,14 +1,17 @@
-"""The master's internal weights endpoint: every auth case, and a token file the master rotates."""
+"""Who may call: the master on its endpoints, the owner on owner routes, and the hotkey the master verified."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
+from base_runner import Secret
 from base_runner.testing import MASTER_TOKEN
+from conftest import run_cli
 
 URL = "/internal/v1/get_weights"
 
@@ -89,3 +92,160 @@ class TestTokenFromVariableWinsOverFile:
         assert ok.status_code == 200
         no = await challenge_client.get(URL, headers={"Authorization": "Bearer from-file", "X-Base-Challenge-Slug": "example"})
         assert no.status_code == 401
+
+
+class TestOwnerAuth:
+    """``OwnerAuth`` on the testbed's ``sdk`` challenge, whose ``/owner/ping`` depends on it."""
+
+    @pytest.fixture
+    def challenge_slug(self) -> str:
+        return "sdk"
+
+    @pytest.fixture
+    def sdk_settings(self, challenge_app):
+        import runner_testbed.sdk
+
+        return runner_testbed.sdk.settings
+
+    @pytest.fixture
+    def owner_token(self, sdk_settings, monkeypatch: pytest.MonkeyPatch) -> str:
+        monkeypatch.setattr(sdk_settings, "owner_token", Secret("the-owner-token"))
+        return "the-owner-token"
+
+    async def test_no_owner_token_configured_is_503(self, challenge_client: httpx.AsyncClient, sdk_settings) -> None:
+        assert sdk_settings.owner_token is None
+        response = await challenge_client.get("/owner/ping", headers={"X-Owner-Token": "anything"})
+        assert response.status_code == 503
+        assert response.json() == {
+            "error": "owner_token_not_configured",
+            "detail": "no owner token is configured: set CHALLENGE_OWNER_TOKEN or CHALLENGE_OWNER_TOKEN_FILE",
+        }
+
+    @pytest.mark.parametrize(
+        ("headers", "error"),
+        [
+            ({}, "missing_owner_token"),
+            ({"Authorization": "Basic dXNlcjpwYXNz"}, "missing_owner_token"),
+            ({"Authorization": "Bearer wrong"}, "invalid_owner_token"),
+            ({"X-Owner-Token": "the-owner-tokenx"}, "invalid_owner_token"),
+            # The bearer token, when there is one, is the one checked.
+            ({"Authorization": "Bearer wrong", "X-Owner-Token": "the-owner-token"}, "invalid_owner_token"),
+            # The master's token is not the owner's.
+            ({"Authorization": f"Bearer {MASTER_TOKEN}"}, "invalid_owner_token"),
+        ],
+    )
+    async def test_refused(
+        self, challenge_client: httpx.AsyncClient, owner_token: str, headers: dict[str, str], error: str
+    ) -> None:
+        response = await challenge_client.get("/owner/ping", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"] == error
+        assert owner_token not in response.text
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {"Authorization": "Bearer the-owner-token"},
+            {"Authorization": "bearer the-owner-token"},
+            {"X-Owner-Token": "the-owner-token"},
+            {"Authorization": "Basic dXNlcjpwYXNz", "X-Owner-Token": "the-owner-token"},
+        ],
+    )
+    async def test_accepted(
+        self, challenge_client: httpx.AsyncClient, owner_token: str, headers: dict[str, str]
+    ) -> None:
+        response = await challenge_client.get("/owner/ping", headers=headers)
+        assert response.status_code == 200
+        assert response.json() == {"owner": True}
+
+    async def test_token_file_is_read_on_every_request(
+        self, challenge_client: httpx.AsyncClient, sdk_settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        token_file = tmp_path / "owner_token"
+        monkeypatch.setattr(sdk_settings, "owner_token", Secret(file=token_file))
+        assert (await challenge_client.get("/owner/ping", headers={"X-Owner-Token": "x"})).status_code == 503
+        token_file.write_text("first\n")
+        assert (await challenge_client.get("/owner/ping", headers={"X-Owner-Token": "first"})).status_code == 200
+        token_file.write_text("second\n")
+        assert (await challenge_client.get("/owner/ping", headers={"X-Owner-Token": "first"})).status_code == 401
+        assert (await challenge_client.get("/owner/ping", headers={"X-Owner-Token": "second"})).status_code == 200
+
+
+BRIDGE = "/internal/v1/bridge/submissions"
+
+
+class TestVerifiedHotkey:
+    """``verified_hotkey`` on the testbed's ``sdk`` challenge, whose bridge route echoes it."""
+
+    BODY = b'{"project_id": "p", "github_url": "https://github.com/m/w"}'
+
+    @pytest.fixture
+    def challenge_slug(self) -> str:
+        return "sdk"
+
+    def verified(self, body: bytes = BODY, prefix: str = "X-Base") -> dict[str, str]:
+        return {
+            f"{prefix}-Verified-Hotkey": "5Miner",
+            f"{prefix}-Verified-Uid": "7",
+            f"{prefix}-Verified-Nonce": "nonce-1",
+            f"{prefix}-Request-Hash": hashlib.sha256(body).hexdigest(),
+        }
+
+    @pytest.mark.parametrize("prefix", ["X-Base", "X-Platform"])
+    async def test_the_master_bridges_a_verified_hotkey(self, master_client: httpx.AsyncClient, prefix: str) -> None:
+        response = await master_client.post(BRIDGE, content=self.BODY, headers=self.verified(prefix=prefix))
+        assert response.status_code == 200
+        assert response.json() == {
+            "hotkey": "5Miner",
+            "uid": 7,
+            "nonce": "nonce-1",
+            "request_hash": hashlib.sha256(self.BODY).hexdigest(),
+        }
+
+    async def test_only_the_hotkey_is_required(self, master_client: httpx.AsyncClient) -> None:
+        response = await master_client.post(BRIDGE, content=b"{}", headers={"X-Base-Verified-Hotkey": "5Miner"})
+        assert response.json() == {"hotkey": "5Miner", "uid": None, "nonce": None, "request_hash": None}
+
+    @pytest.mark.parametrize(
+        ("auth", "status", "error"),
+        [
+            ({}, 401, "missing_token"),
+            ({"Authorization": "Bearer forged"}, 401, "invalid_token"),
+            ({"Authorization": f"Bearer {MASTER_TOKEN}"}, 400, "missing_slug"),
+            ({"Authorization": f"Bearer {MASTER_TOKEN}", "X-Base-Challenge-Slug": "other"}, 400, "wrong_slug"),
+        ],
+    )
+    async def test_identity_headers_without_the_master_are_refused(
+        self, challenge_client: httpx.AsyncClient, auth: dict[str, str], status: int, error: str
+    ) -> None:
+        response = await challenge_client.post(BRIDGE, content=self.BODY, headers={**self.verified(), **auth})
+        assert response.status_code == status
+        assert response.json()["error"] == error
+
+    @pytest.mark.parametrize(
+        ("change", "error"),
+        [
+            ({"X-Base-Verified-Hotkey": ""}, "missing_verified_hotkey"),
+            ({"X-Base-Verified-Hotkey": "5" * 129}, "invalid_verified_hotkey"),
+            ({"X-Base-Verified-Uid": "seven"}, "invalid_verified_uid"),
+            ({"X-Base-Verified-Uid": "-1"}, "invalid_verified_uid"),
+            ({"X-Base-Request-Hash": hashlib.sha256(b"another body").hexdigest()}, "request_hash_mismatch"),
+        ],
+    )
+    async def test_bad_identity_is_400(
+        self, master_client: httpx.AsyncClient, change: dict[str, str], error: str
+    ) -> None:
+        response = await master_client.post(BRIDGE, content=self.BODY, headers={**self.verified(), **change})
+        assert response.status_code == 400
+        assert response.json()["error"] == error
+
+
+def test_a_bridge_route_must_depend_on_verified_hotkey(sites: dict[str, Path], tmp_path: Path) -> None:
+    result = run_cli("serve", "--challenge", "unguarded-bridge", "--data-dir", str(tmp_path), "--port", "0",
+                     sites=[sites["testbed"]])
+    assert result.returncode == 3
+    assert result.stderr.strip() == (
+        "base-runner: error: challenge unguarded-bridge (runner-testbed 2.5.0): the route "
+        "/internal/v1/bridge/submissions does not depend on base_runner.verified_hotkey; routes under "
+        "/internal/v1/bridge/ must, so that only the master reaches them"
+    )

@@ -1,0 +1,47 @@
+"""A challenge that uses the runner's SDK: its settings with secrets, owner auth, the verified hotkey."""
+
+import dataclasses
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from base_runner import ChallengeSettings, OwnerAuth, Secret, VerifiedHotkey, hookimpl, verified_hotkey
+
+
+class SdkSettings(ChallengeSettings):
+    api_key: Secret | None = None
+    rounds: int = 3
+
+
+settings = SdkSettings()
+# Written to the log on purpose: the secrets must not show in it.
+logging.getLogger("runner_testbed").info("sdk settings: %r / %s", settings, settings)
+
+router = APIRouter()
+
+
+@router.get("/owner/ping", dependencies=[Depends(OwnerAuth(settings))])
+async def owner_ping() -> dict[str, bool]:
+    return {"owner": True}
+
+
+@router.get("/settings")
+async def show_settings() -> dict[str, object]:
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    return {"repr": repr(settings), "dump": settings.model_dump(), "api_key_length": len(api_key or "")}
+
+
+@router.post("/internal/v1/bridge/submissions")
+async def bridged(miner: Annotated[VerifiedHotkey, Depends(verified_hotkey)]) -> dict[str, object]:
+    return dataclasses.asdict(miner)
+
+
+@hookimpl
+def register_routers():
+    return router
+
+
+@hookimpl
+def get_weights():
+    return {}
