@@ -6,30 +6,48 @@ The names a challenge imports::
     from base_runner import ChallengeSettings, Secret, OwnerAuth, VerifiedHotkey, verified_hotkey
 """
 
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("base-runner")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-from . import storage
-from .auth import OwnerAuth, VerifiedHotkey, verified_hotkey
-from .config import ChallengeSettings, Secret
-from .db import Base, database
-from .hookspecs import hookimpl
-from .workers import run_worker
+if TYPE_CHECKING:
+    from . import storage
+    from .auth import OwnerAuth, VerifiedHotkey, verified_hotkey
+    from .config import ChallengeSettings, Secret
+    from .db import Base, database
+    from .hookspecs import hookimpl
+    from .workers import run_worker
 
-__all__ = [
-    "Base",
-    "ChallengeSettings",
-    "OwnerAuth",
-    "Secret",
-    "VerifiedHotkey",
-    "__version__",
-    "database",
-    "hookimpl",
-    "run_worker",
-    "storage",
-    "verified_hotkey",
-]
+# Imported on first use: pytest loads base_runner.testing in every run where
+# base-runner is installed, and FastAPI and SQLAlchemy cost most of a second.
+_HOMES = {
+    "Base": ".db",
+    "database": ".db",
+    "hookimpl": ".hookspecs",
+    "run_worker": ".workers",
+    "storage": ".storage",
+    "ChallengeSettings": ".config",
+    "Secret": ".config",
+    "OwnerAuth": ".auth",
+    "VerifiedHotkey": ".auth",
+    "verified_hotkey": ".auth",
+}
+
+__all__ = ["__version__", *_HOMES]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'base_runner' has no attribute {name!r}")
+    module = importlib.import_module(home, __name__)
+    value = module if name == "storage" else getattr(module, name)
+    globals()[name] = value
+    return value

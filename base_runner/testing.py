@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from pydantic import SecretStr
 
 if TYPE_CHECKING:
     import httpx
@@ -58,6 +57,8 @@ def challenge_data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def challenge_settings(challenge_data_dir: Path, tmp_path: Path) -> RunnerSettings:
     """The runner's settings on ``challenge_data_dir``, with :data:`MASTER_TOKEN` as the master's token."""
+    from pydantic import SecretStr
+
     from .settings import RunnerSettings
 
     return RunnerSettings(
