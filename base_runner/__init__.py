@@ -40,7 +40,19 @@ _HOMES = {
     "verified_hotkey": ".auth",
 }
 
-__all__ = ["__version__", *_HOMES]
+__all__ = [
+    "Base",
+    "ChallengeSettings",
+    "OwnerAuth",
+    "Secret",
+    "VerifiedHotkey",
+    "__version__",
+    "database",
+    "hookimpl",
+    "run_worker",
+    "storage",
+    "verified_hotkey",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ ones depend on stops the run when it fails.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import secrets
 import tempfile
@@ -87,10 +88,8 @@ async def run(challenge: Challenge, report: Callable[[Outcome], None]) -> int:
         settings.database_url = None
         scrub_environment()
         bind(settings)
-        try:
+        with contextlib.suppress(_Stop):
             await _checks(challenge, settings, token, outcomes)
-        except _Stop:
-            pass
     return outcomes.failures
 
 

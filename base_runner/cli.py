@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
+from .app import bind
 from .db import database
 from .errors import RunnerError
-from .app import bind
 from .plugins import LoadedChallenge, describe_all, load, select
 from .settings import RunnerSettings, database_url, load_settings, prepare_data_dir, scrub_environment
 
@@ -201,7 +201,9 @@ def check(challenge: str | None, debug: bool) -> None:
     from . import check as contract
 
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     selected = select(challenge)
     failures = asyncio.run(contract.run(selected, lambda outcome: click.echo(outcome.line())))

@@ -85,11 +85,7 @@ def scrub_environment(environ: dict[str, str] | None = None) -> list[str]:
         name
         for name, value in env.items()
         if name not in _KEPT
-        and (
-            _CONTROL_PLANE.match(name)
-            or _POSTGRES_VALUE.match(value)
-            or name == "CHALLENGE_SHARED_TOKEN"
-        )
+        and (_CONTROL_PLANE.match(name) or _POSTGRES_VALUE.match(value) or name == "CHALLENGE_SHARED_TOKEN")
     )
     for name in removed:
         del env[name]

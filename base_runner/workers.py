@@ -15,7 +15,9 @@ log = logging.getLogger("base_runner")
 
 
 @contextlib.asynccontextmanager
-async def run_worker(app: FastAPI, work: Callable[[], Awaitable[None]], *, name: str) -> AsyncIterator[asyncio.Task[None]]:
+async def run_worker(
+    app: FastAPI, work: Callable[[], Awaitable[None]], *, name: str
+) -> AsyncIterator[asyncio.Task[None]]:
     """Run ``work()`` as a background task for as long as the block (the app) lives.
 
     Return it from the ``lifespan`` hook, or enter it in your own lifespan.

@@ -38,8 +38,19 @@ _OUTSIDE = ("CHALLENGE_", "BASE_", "PLATFORM_", "PYTHONPATH")
 
 def _install(name: str, source: Path, target: Path) -> tuple[str, Path]:
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--target", str(target), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(source),
+        ],
         check=True,
         capture_output=True,
     )
@@ -76,7 +87,9 @@ def clean_env(sites: list[Path] | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, sites: list[Path] | None = None, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, sites: list[Path] | None = None, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [BASE_RUNNER, *args], env=clean_env(sites, **env), capture_output=True, text=True, timeout=timeout
     )
@@ -108,9 +121,7 @@ class Served:
         return self.proc.wait(timeout)
 
 
-def start_server(
-    args: list[str], sites: list[Path], log: Path, wait: bool = True, **env: str
-) -> Served:
+def start_server(args: list[str], sites: list[Path], log: Path, wait: bool = True, **env: str) -> Served:
     """Start ``base-runner serve`` on a free loopback port; by default wait for ``/health``."""
     port = free_port()
     with log.open("w") as out:

@@ -23,12 +23,19 @@ async def test_seed_route_reads_what_was_written(challenge_client: httpx.AsyncCl
 async def test_bad_submission_is_422_and_writes_nothing(challenge_client: httpx.AsyncClient, challenge_session) -> None:
     from example_challenge.models import Submission
 
-    for body in ({"hotkey": "", "score": 1}, {"hotkey": "5A", "score": -1}, {"hotkey": "5A"}, {"hotkey": "x" * 129, "score": 1}):
+    for body in (
+        {"hotkey": "", "score": 1},
+        {"hotkey": "5A", "score": -1},
+        {"hotkey": "5A"},
+        {"hotkey": "x" * 129, "score": 1},
+    ):
         assert (await challenge_client.post("/submissions", json=body)).status_code == 422
     assert (await challenge_session.execute(select(func.count()).select_from(Submission))).scalar() == 0
 
 
-async def test_weights_are_each_hotkeys_best_score(challenge_client: httpx.AsyncClient, master_client: httpx.AsyncClient) -> None:
+async def test_weights_are_each_hotkeys_best_score(
+    challenge_client: httpx.AsyncClient, master_client: httpx.AsyncClient
+) -> None:
     assert (await challenge_client.get("/weights")).json()["weights"] == {}
     for hotkey, score in [("5A", 2), ("5A", 7), ("5B", 0), ("5C", 5), ("5C", 1)]:
         await challenge_client.post("/submissions", json={"hotkey": hotkey, "score": score})

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import run_cli
 from pydantic import SecretStr
 
 from base_runner import Secret
 from base_runner.testing import MASTER_TOKEN
-from conftest import run_cli
 
 URL = "/internal/v1/get_weights"
 
@@ -55,12 +55,16 @@ class TestTokenFile:
         return challenge_settings.model_copy(update={"shared_token": None, "shared_token_file": token_file})
 
     async def test_no_token_configured_is_503(self, challenge_client: httpx.AsyncClient, token_file: Path) -> None:
-        response = await challenge_client.get(URL, headers={"Authorization": "Bearer x", "X-Base-Challenge-Slug": "example"})
+        response = await challenge_client.get(
+            URL, headers={"Authorization": "Bearer x", "X-Base-Challenge-Slug": "example"}
+        )
         assert response.status_code == 503
         assert response.json()["error"] == "token_not_configured"
         assert str(token_file) in response.json()["detail"]
 
-    async def test_rotation_is_seen_on_the_next_request(self, challenge_client: httpx.AsyncClient, token_file: Path) -> None:
+    async def test_rotation_is_seen_on_the_next_request(
+        self, challenge_client: httpx.AsyncClient, token_file: Path
+    ) -> None:
         token_file.parent.mkdir()
         token_file.write_text("first-token\n")
 
@@ -73,9 +77,13 @@ class TestTokenFile:
         assert await status("first-token") == 401
         assert await status("second-token") == 200
 
-    async def test_unreadable_token_file_names_the_file(self, challenge_client: httpx.AsyncClient, token_file: Path) -> None:
+    async def test_unreadable_token_file_names_the_file(
+        self, challenge_client: httpx.AsyncClient, token_file: Path
+    ) -> None:
         token_file.mkdir(parents=True)  # a folder where the file should be: read() fails as it would for a bad mode
-        response = await challenge_client.get(URL, headers={"Authorization": "Bearer x", "X-Base-Challenge-Slug": "example"})
+        response = await challenge_client.get(
+            URL, headers={"Authorization": "Bearer x", "X-Base-Challenge-Slug": "example"}
+        )
         assert response.status_code == 503
         assert response.json()["error"] == "token_unreadable"
         assert f"cannot read the token file {token_file} as uid" in response.json()["detail"]
@@ -85,12 +93,18 @@ class TestTokenFromVariableWinsOverFile:
     @pytest.fixture
     def challenge_settings(self, challenge_settings, tmp_path: Path):
         (tmp_path / "file_token").write_text("from-file")
-        return challenge_settings.model_copy(update={"shared_token": SecretStr("from-env"), "shared_token_file": tmp_path / "file_token"})
+        return challenge_settings.model_copy(
+            update={"shared_token": SecretStr("from-env"), "shared_token_file": tmp_path / "file_token"}
+        )
 
     async def test_variable_wins(self, challenge_client: httpx.AsyncClient) -> None:
-        ok = await challenge_client.get(URL, headers={"Authorization": "Bearer from-env", "X-Base-Challenge-Slug": "example"})
+        ok = await challenge_client.get(
+            URL, headers={"Authorization": "Bearer from-env", "X-Base-Challenge-Slug": "example"}
+        )
         assert ok.status_code == 200
-        no = await challenge_client.get(URL, headers={"Authorization": "Bearer from-file", "X-Base-Challenge-Slug": "example"})
+        no = await challenge_client.get(
+            URL, headers={"Authorization": "Bearer from-file", "X-Base-Challenge-Slug": "example"}
+        )
         assert no.status_code == 401
 
 
@@ -241,8 +255,9 @@ class TestVerifiedHotkey:
 
 
 def test_a_bridge_route_must_depend_on_verified_hotkey(sites: dict[str, Path], tmp_path: Path) -> None:
-    result = run_cli("serve", "--challenge", "unguarded-bridge", "--data-dir", str(tmp_path), "--port", "0",
-                     sites=[sites["testbed"]])
+    result = run_cli(
+        "serve", "--challenge", "unguarded-bridge", "--data-dir", str(tmp_path), "--port", "0", sites=[sites["testbed"]]
+    )
     assert result.returncode == 3
     assert result.stderr.strip() == (
         "base-runner: error: challenge unguarded-bridge (runner-testbed 2.5.0): the route "

@@ -346,6 +346,8 @@ def test_dead_worker_stops_the_bounty_process(sites: dict[str, Path], tmp_path: 
     assert served.proc.wait(30) == 1
     output = served.output()
     assert "challenge bounty: worker close-expired-projects crashed" in output
-    assert output.rstrip().splitlines()[-1].startswith(
-        "base-runner: error: challenge bounty: worker close-expired-projects crashed: OperationalError: "
+    assert (
+        output.rstrip()
+        .splitlines()[-1]
+        .startswith("base-runner: error: challenge bounty: worker close-expired-projects crashed: OperationalError: ")
     )

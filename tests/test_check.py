@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 CHECKS = ["load", "routes", "tables", "startup", "get_weights", "readiness gate", "master weights", "shutdown"]

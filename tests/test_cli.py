@@ -7,9 +7,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from base_runner import __version__
-from conftest import run_cli
 
 
 def test_version() -> None:

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from base_runner import ChallengeSettings, Secret
 from base_runner.auth import AuthFailure
 from base_runner.errors import ConfigError
-from conftest import run_cli
 
 
 class Settings(ChallengeSettings):
@@ -92,8 +92,15 @@ def test_invalid_value_is_one_line_naming_the_variable_never_the_value(monkeypat
 
 
 def test_a_challenge_with_bad_settings_stops_with_exit_2(sites: dict[str, Path], tmp_path: Path) -> None:
-    result = run_cli("weights", "--challenge", "bounty", "--data-dir", str(tmp_path), sites=[sites["bounty"]],
-                     CHALLENGE_CLOSE_INTERVAL="0")
+    result = run_cli(
+        "weights",
+        "--challenge",
+        "bounty",
+        "--data-dir",
+        str(tmp_path),
+        sites=[sites["bounty"]],
+        CHALLENGE_CLOSE_INTERVAL="0",
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "base-runner: error: challenge bounty (bounty-challenge 0.1.0): CHALLENGE_CLOSE_INTERVAL: "

@@ -36,6 +36,7 @@ def test_writers_and_readers_at_once_lose_nothing(sites: dict[str, Path], tmp_pa
                     acknowledged[hotkey].append(score)
                 else:
                     failures.append(f"POST {response.status_code} {response.text}")
+
         return run
 
     def reader(n: int):
@@ -45,6 +46,7 @@ def test_writers_and_readers_at_once_lose_nothing(sites: dict[str, Path], tmp_pa
                 response = await client.get(path)
                 if response.status_code != 200:
                     failures.append(f"GET {path} {response.status_code} {response.text}")
+
         return run
 
     asyncio.run(_gather_statuses(served.url, [writer(n) for n in range(WRITERS)] + [reader(n) for n in range(READERS)]))
@@ -65,11 +67,15 @@ def test_read_modify_write_loses_no_update(sites: dict[str, Path], tmp_path: Pat
     def incrementer(client_n: int):
         async def run(client: httpx.AsyncClient) -> list[int]:
             return [(await client.post("/counters/shared/increment")).status_code for _ in range(rounds)]
+
         return run
 
     def claimer(client_n: int):
         async def run(client: httpx.AsyncClient) -> list[int]:
-            return [(await client.post(f"/claims/k{k}", params={"owner": f"c{client_n}"})).status_code for k in range(keys)]
+            return [
+                (await client.post(f"/claims/k{k}", params={"owner": f"c{client_n}"})).status_code for k in range(keys)
+            ]
+
         return run
 
     n = WRITERS + READERS

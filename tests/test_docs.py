@@ -6,10 +6,10 @@ import inspect
 import re
 
 import pytest
+from conftest import ROOT
 
 from base_runner import hookspecs, testing
 from base_runner.plugins import HOOK_NAMES
-from conftest import ROOT
 
 GUIDE = (ROOT / "docs" / "authoring.md").read_text()
 

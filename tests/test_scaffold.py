@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, clean_env, run_cli
 
 from base_runner.scaffold import TEMPLATES
-from conftest import ROOT, clean_env, run_cli
 
 SLUG = "bounty-hunt"
 MODULE = "bounty_hunt_challenge"
@@ -54,8 +54,19 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     assert result.returncode == 0, result.stderr
     site = root / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--target", str(site), str(project)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(project),
+        ],
         check=True,
         capture_output=True,
     )
@@ -98,8 +109,15 @@ def test_the_workflow_is_actionlint_clean(generated: Generated) -> None:
     result = tool("actionlint", "-shellcheck", str(BIN / "shellcheck"), str(workflow), cwd=generated.project)
     assert result.returncode == 0, result.stdout + result.stderr
     text = workflow.read_text()
-    for expected in ("tags: [\"v*\"]", "packages: write", "secrets.GITHUB_TOKEN", "docker/metadata-action",
-                     "type=sha", "push: ${{ github.event_name != 'pull_request' }}", "ruff format --check"):
+    for expected in (
+        'tags: ["v*"]',
+        "packages: write",
+        "secrets.GITHUB_TOKEN",
+        "docker/metadata-action",
+        "type=sha",
+        "push: ${{ github.event_name != 'pull_request' }}",
+        "ruff format --check",
+    ):
         assert expected in text
 
 
@@ -181,8 +199,19 @@ def test_the_wheel_ships_every_template(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--wheel-dir", str(tmp_path), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--wheel-dir",
+            str(tmp_path),
+            str(source),
+        ],
         check=True,
         capture_output=True,
     )

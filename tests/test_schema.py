@@ -31,8 +31,10 @@ def test_db_check_reports_each_difference_with_its_fix(sites: dict[str, Path], t
         "drift: table submissions: column score (INTEGER) is missing; "
         "fix: ALTER TABLE submissions ADD COLUMN score INTEGER NOT NULL DEFAULT <value>"
     ) in lines
-    assert "note: table submissions: index ix_submissions_hotkey_score is missing; " \
+    assert (
+        "note: table submissions: index ix_submissions_hotkey_score is missing; "
         "fix: CREATE INDEX ix_submissions_hotkey_score ON submissions (hotkey, score)" in lines
+    )
     assert not any("added_later" in line for line in lines), "an extra column is not drift"
     assert "2 differences need a manual fix" in result.stderr
 

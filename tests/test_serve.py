@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 
 import httpx
+from conftest import start_server
 
 from base_runner.db import has_wal_reset_bug
-
-from conftest import start_server
 
 
 def readiness_gate(url: str, slug: str, version: str, required=("get_weights", "proxy_routes")) -> bool:
@@ -83,7 +82,9 @@ def test_startup_fault_is_one_line_and_exit_3(sites: dict[str, Path], tmp_path: 
     served = server(["--challenge", "failing-startup", "--data-dir", str(tmp_path)], [sites["testbed"]], wait=False)
     assert served.proc.wait(30) == 3
     output = served.output()
-    assert "challenge failing-startup: startup failed: RuntimeError: the model file /data/model.bin is missing" in output
+    assert (
+        "challenge failing-startup: startup failed: RuntimeError: the model file /data/model.bin is missing" in output
+    )
     assert "Traceback" not in output
 
 
@@ -95,7 +96,10 @@ def test_dead_worker_stops_the_process(sites: dict[str, Path], tmp_path: Path, s
         assert client.get("/ready").status_code == 200
     assert served.proc.wait(30) == 1
     output = served.output()
-    assert "challenge crashing-worker: worker scorer crashed: RuntimeError: lost the connection to the scoring backend" in output
+    assert (
+        "challenge crashing-worker: worker scorer crashed: RuntimeError: lost the connection to the scoring backend"
+        in output
+    )
 
 
 def test_sigint_also_stops_cleanly(sites: dict[str, Path], tmp_path: Path) -> None:

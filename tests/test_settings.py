@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 CONTROL_PLANE = {
@@ -19,17 +18,16 @@ CONTROL_PLANE = {
 
 
 def test_control_plane_credentials_never_reach_challenge_code(sites: dict[str, Path], tmp_path: Path) -> None:
-    result = run_cli("weights", "--challenge", "envspy", "--data-dir", str(tmp_path), sites=[sites["testbed"]],
-                     **CONTROL_PLANE)
+    result = run_cli(
+        "weights", "--challenge", "envspy", "--data-dir", str(tmp_path), sites=[sites["testbed"]], **CONTROL_PLANE
+    )
     assert result.returncode == 0, result.stderr
     # envspy's get_weights names every watched variable its module saw at import.
     assert json.loads(result.stdout)["weights"] == {"clean": 1.0}
     assert "hunter2" not in result.stderr and "s3cret" not in result.stderr
 
 
-def test_control_plane_credentials_are_gone_at_request_time(
-    sites: dict[str, Path], tmp_path: Path, server
-) -> None:
+def test_control_plane_credentials_are_gone_at_request_time(sites: dict[str, Path], tmp_path: Path, server) -> None:
     served = server(["--challenge", "envspy", "--data-dir", str(tmp_path)], [sites["testbed"]], **CONTROL_PLANE)
     with served.client() as client:
         assert client.get("/env").json() == {"at_import": [], "at_request": []}
@@ -63,14 +61,19 @@ def test_default_data_dir_comes_from_the_environment(sites: dict[str, Path], tmp
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("postgresql+asyncpg://master:hunter2@db/base", "must be a sqlite+aiosqlite:// URL, got a postgresql+asyncpg:// one"),
+        (
+            "postgresql+asyncpg://master:hunter2@db/base",
+            "must be a sqlite+aiosqlite:// URL, got a postgresql+asyncpg:// one",
+        ),
         ("sqlite:////data/x.sqlite3", "got a sqlite:// one"),
         ("sqlite+aiosqlite://", "must name a database file"),
         ("sqlite+aiosqlite:///:memory:", "must name a database file"),
         ("not a url", "is not a URL"),
     ],
 )
-def test_database_url_must_be_an_aiosqlite_file(sites: dict[str, Path], tmp_path: Path, url: str, expected: str) -> None:
+def test_database_url_must_be_an_aiosqlite_file(
+    sites: dict[str, Path], tmp_path: Path, url: str, expected: str
+) -> None:
     result = run_cli("weights", "--data-dir", str(tmp_path), sites=[sites["example"]], CHALLENGE_DATABASE_URL=url)
     assert result.returncode == 2
     assert expected in result.stderr
@@ -79,8 +82,13 @@ def test_database_url_must_be_an_aiosqlite_file(sites: dict[str, Path], tmp_path
 
 def test_database_url_picks_the_file(sites: dict[str, Path], tmp_path: Path) -> None:
     target = tmp_path / "elsewhere.sqlite3"
-    result = run_cli("weights", "--data-dir", str(tmp_path), sites=[sites["example"]],
-                     CHALLENGE_DATABASE_URL=f"sqlite+aiosqlite:///{target}")
+    result = run_cli(
+        "weights",
+        "--data-dir",
+        str(tmp_path),
+        sites=[sites["example"]],
+        CHALLENGE_DATABASE_URL=f"sqlite+aiosqlite:///{target}",
+    )
     assert result.returncode == 0, result.stderr
     assert target.is_file() and not (tmp_path / "challenge.sqlite3").exists()
 
@@ -88,4 +96,7 @@ def test_database_url_picks_the_file(sites: dict[str, Path], tmp_path: Path) -> 
 def test_bad_setting_is_one_line(sites: dict[str, Path], tmp_path: Path) -> None:
     result = run_cli("serve", "--data-dir", str(tmp_path), sites=[sites["example"]], CHALLENGE_PORT="eighty")
     assert result.returncode == 2
-    assert result.stderr.strip() == "base-runner: error: CHALLENGE_PORT: Input should be a valid integer, unable to parse string as an integer"
+    assert (
+        result.stderr.strip()
+        == "base-runner: error: CHALLENGE_PORT: Input should be a valid integer, unable to parse string as an integer"
+    )

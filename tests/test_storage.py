@@ -71,10 +71,9 @@ def test_write_creates_folders_and_replaces_whole(data: Path) -> None:
 
 def test_a_failed_stream_leaves_the_old_file(data: Path) -> None:
     target = storage.write_text("uploads/report.txt", "complete")
-    with pytest.raises(RuntimeError):
-        with storage.atomic_writer(target, "w") as handle:
-            handle.write("half of a new ver")
-            raise RuntimeError("client went away")
+    with pytest.raises(RuntimeError), storage.atomic_writer(target, "w") as handle:
+        handle.write("half of a new ver")
+        raise RuntimeError("client went away")
     assert target.read_text() == "complete"
     assert sorted(os.listdir(target.parent)) == ["report.txt"]
 

@@ -36,6 +36,11 @@ def test_assert_valid_weights_names_what_the_master_would_refuse(weights: dict, 
 
 
 def test_assert_valid_weights_returns_the_map() -> None:
-    body = {"challenge_slug": "x", "epoch": 1, "weights": {"5A": 2}, "metadata": {"computed_at": "2026-01-01T00:00:00Z"}}
+    body = {
+        "challenge_slug": "x",
+        "epoch": 1,
+        "weights": {"5A": 2},
+        "metadata": {"computed_at": "2026-01-01T00:00:00Z"},
+    }
     assert assert_valid_weights(body) == {"5A": 2}
     assert assert_valid_weights({"5B": 0.5}) == {"5B": 0.5}
