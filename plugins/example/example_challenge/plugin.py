@@ -37,7 +37,9 @@ def register_routers() -> APIRouter:
 
 @hookimpl
 async def get_weights() -> dict[str, float]:
-    # One row per hotkey comes back from SQLite; no submission is loaded into Python.
-    async with database.session(readonly=True) as session:
-        rows = await session.execute(BEST_SCORES)
+    # One row per hotkey comes back from SQLite; no submission is loaded into Python. A
+    # read-only connection, not an ORM session: the query needs no ORM, and a session
+    # costs more than the query itself on a large table (docs/fast-get-weights.md).
+    async with database.read_engine.connect() as conn:
+        rows = await conn.execute(BEST_SCORES)
         return {hotkey: float(best) for hotkey, best in rows}
