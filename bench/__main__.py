@@ -27,6 +27,8 @@ from .report import Figure, figures_table, plot, table
 #: Hotkeys in the data sets, and entries in the weights body: a subnet's 256 UIDs.
 HOTKEYS = 256
 INTERNAL = "/internal/v1/get_weights"
+#: The plot's lines: what queries.measure returns, by the label drawn.
+PLOTTED = {"group_by": "GROUP BY (raw)", "skip_scan": "skip-scan (raw)", "example": "example get_weights (runner)"}
 EXAMPLE = servers.ROOT / "plugins" / "example"
 BARE = ("--lifespan", "off", "--no-access-log", "--log-level", "warning")
 # POST /submissions as miners would send them: 256 hotkeys, varying scores.
@@ -54,7 +56,7 @@ class Plan:
     stacks: bool
 
 
-FULL = Plan((10**4, 10**5, 10**6), (16, 256, 4096, 65536), 10**5, seconds=5, rounds=3, repeats=9, starts=5, stacks=True)
+FULL = Plan((10**4, 10**5, 10**6), (16, 256, 4096, 65536), 10**5, seconds=5, rounds=3, repeats=15, starts=5, stacks=True)
 # Proves the harness works, in seconds; its figures mean nothing.
 QUICK = Plan((1000,), (16, 256), 1000, seconds=1, rounds=1, repeats=2, starts=1, stacks=False)
 
@@ -98,10 +100,10 @@ class Bench:
                 )
             )
             rows.append([f"{size:,}", *(f"{ms[n]:.2f}" if n in ms else "" for n in (*queries.RAW, "example"))])
-            for name, label in (("group_by", "GROUP BY (raw)"), ("skip_scan", "skip-scan (raw)"), ("example", "example get_weights")):
+            for name, label in PLOTTED.items():
                 self.by_rows.setdefault(label, {})[size] = ms[name]
         self.sections.append(
-            "get_weights, median ms, 256 hotkeys:\n\n"
+            "get_weights, fastest of several runs, ms, 256 hotkeys:\n\n"
             + table(["submissions", "naive (raw)", "GROUP BY (raw)", "skip-scan (raw)", "example (runner)"], rows)
         )
         rows = []
@@ -111,10 +113,10 @@ class Bench:
             ms = queries.measure(path, ["group_by", "skip_scan"], self.plan.repeats)
             path.unlink()
             rows.append([f"{count:,}", f"{ms['group_by']:.2f}", f"{ms['skip_scan']:.2f}", f"{ms['example']:.2f}"])
-            for name, label in (("group_by", "GROUP BY (raw)"), ("skip_scan", "skip-scan (raw)"), ("example", "example get_weights")):
+            for name, label in PLOTTED.items():
                 self.by_hotkeys.setdefault(label, {})[count] = ms[name]
         self.sections.append(
-            f"get_weights, median ms, {self.plan.hotkey_rows:,} submissions:\n\n"
+            f"get_weights, fastest of several runs, ms, {self.plan.hotkey_rows:,} submissions:\n\n"
             + table(["hotkeys", "GROUP BY (raw)", "skip-scan (raw)", "example (runner)"], rows)
         )
 
@@ -167,43 +169,62 @@ class Bench:
                 f"{statistics.median(r.server_cores for r in group):.2f}",
                 f"{statistics.median(r.client_cores for r in group):.2f}",
                 f"{statistics.median(r.server_us_per_request for r in group):.0f}",
+                f"{statistics.median(r.client_us_per_request for r in group):.0f}",
                 f"{statistics.median(r.p99_ms for r in group):.2f}",
             ]
             for name, group in (("bare ASGI app", runs["bare"]), ("/weights", runs["public"]), (INTERNAL, runs["internal"]))
         ]
+        server = statistics.median(r.server_us_per_request for r in runs["bare"])
+        client = statistics.median(r.client_us_per_request for r in runs["bare"])
+        verdict = (
+            "so with a core each, the server reaches its limit first: the server, not wrk, sets the pace"
+            if client < server
+            else "**so wrk, not the server, may set the pace: these throughput figures are not trustworthy**"
+        )
         self.sections.append(
             "Who sets the pace (wrk: 1 thread, 8 connections; cores = CPU time / wall time):\n\n"
-            + table(["server", "req/s", "server cores", "wrk cores", "server µs CPU / request", "p99 ms"], rows)
+            + table(["server", "req/s", "server cores", "wrk cores", "server µs CPU / req", "wrk µs CPU / req", "p99 ms"], rows)
+            + f"\n\nwrk spent {client:.0f} µs of CPU per request against the bare server's {server:.0f} µs, {verdict}."
         )
 
     def stacks(self) -> None:
         """The runner's app under each uvicorn stack, against the bare app, to justify httptools and uvloop."""
         data = self.tmp / "weights-data"
         stacks = [("h11", "asyncio", "off"), ("httptools", "asyncio", "off"), ("httptools", "uvloop", "off"), ("httptools", "uvloop", "on")]
-        rows = []
+        missing = [s for s in stacks if importlib.util.find_spec(s[0]) is None or importlib.util.find_spec(s[1]) is None]
+        started: dict[tuple[str, str, str], servers.Server] = {}
+        runs: dict[tuple[str, str, str], list[tuple[load.Load, load.Load]]] = {}
         bare = self.start(servers.uvicorn("bench.apps:bare", *BARE), BENCH_BODY=str(self.tmp / "body.json"))
         try:
-            for http, loop, access_log in stacks:
-                if importlib.util.find_spec(http) is None or importlib.util.find_spec(loop) is None:
-                    rows.append([http, loop, access_log, "not installed", "", ""])
-                    continue
-                self.say(f"the runner under uvicorn --http {http} --loop {loop}, access log {access_log}")
-                options = ["--http", http, "--loop", loop, "--log-level", "info"]
-                options.append("--access-log" if access_log == "on" else "--no-access-log")
-                runner = self.start(servers.uvicorn("bench.apps:runner", *options), BENCH_DATA_DIR=str(data), **servers.runner_env())
-                try:
+            for stack in stacks:
+                if stack not in missing:
+                    http, loop, access_log = stack
+                    options = ["--http", http, "--loop", loop, "--log-level", "info"]
+                    options.append("--access-log" if access_log == "on" else "--no-access-log")
+                    env = {"BENCH_DATA_DIR": str(data), **servers.runner_env()}
+                    started[stack] = self.start(servers.uvicorn("bench.apps:runner", *options), **env)
+            # In turns, each against the bare app run just before it.
+            for number in range(self.plan.rounds):
+                self.say(f"the runner under each uvicorn stack, round {number + 1} of {self.plan.rounds}")
+                for stack, runner in started.items():
                     base = load.run(bare.url + "/", bare.proc.pid, self.plan.seconds)
-                    run = load.run(runner.url + "/weights", runner.proc.pid, self.plan.seconds)
-                finally:
-                    runner.stop()
-                rows.append(
-                    [http, loop, access_log, f"{run.per_second:,.0f}", f"{run.per_second / base.per_second:.2f}x",
-                     f"{base.server_us_per_request / run.server_us_per_request:.2f}x"]
-                )
+                    runs.setdefault(stack, []).append((load.run(runner.url + "/weights", runner.proc.pid, self.plan.seconds), base))
         finally:
             bare.stop()
+            for runner in started.values():
+                runner.stop()
+        rows = [[*stack, "not installed", "", ""] for stack in missing]
+        for stack, pairs in runs.items():
+            rows.append(
+                [
+                    *stack,
+                    f"{statistics.median(run.per_second for run, _ in pairs):,.0f}",
+                    f"{self.median_ratio([(run.per_second, base.per_second) for run, base in pairs]):.2f}x",
+                    f"{self.median_ratio([(base.server_us_per_request, run.server_us_per_request) for run, base in pairs]):.2f}x",
+                ]
+            )
         self.sections.append(
-            "`/weights` under each uvicorn stack, against the bare app (httptools, uvloop) run just before:\n\n"
+            "`/weights` under each uvicorn stack, against the bare app (under uvicorn's defaults) run just before it:\n\n"
             + table(["http", "loop", "access log", "req/s", "throughput ratio", "CPU-per-request ratio"], rows)
         )
 

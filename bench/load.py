@@ -37,6 +37,11 @@ class Load:
         """Server CPU time per request: steadier than throughput on a busy machine."""
         return self.server_cores * 1e6 / self.per_second if self.per_second else float("inf")
 
+    @property
+    def client_us_per_request(self) -> float:
+        """``wrk``'s CPU time per request: below the server's, ``wrk`` on a core of its own outpaces the server."""
+        return self.client_cores * 1e6 / self.per_second if self.per_second else float("inf")
+
 
 def require_wrk() -> str:
     """The path of ``wrk``, or a :class:`SystemExit` that says how to install it."""

@@ -51,6 +51,7 @@ def plot(path: Path, by_rows: dict[str, dict[int, float]], by_hotkeys: dict[str,
     except ImportError:
         return "plot skipped: matplotlib is not installed (pip install -e '.[bench]')"
     matplotlib.rcParams["svg.hashsalt"] = "base-runner-bench"
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text as text: a tenth of the size
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for axes, series, xlabel, title in (
         (left, by_rows, "submissions (256 hotkeys)", "get_weights against submissions"),
@@ -62,7 +63,7 @@ def plot(path: Path, by_rows: dict[str, dict[int, float]], by_hotkeys: dict[str,
         axes.set_xscale("log")
         axes.set_yscale("log")
         axes.set_xlabel(xlabel)
-        axes.set_ylabel("milliseconds (median)")
+        axes.set_ylabel("milliseconds (fastest run)")
         axes.set_title(title)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
