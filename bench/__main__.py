@@ -243,9 +243,10 @@ class Bench:
         }
         runs: dict[str, list[load.Load]] = {key: [] for key in servers_by_key}
         for number in range(self.plan.rounds):
-            for key, command_and_env in servers_by_key.items():
+            for index, (key, command_and_env) in enumerate(servers_by_key.items()):
                 command, env = command_and_env(number)
-                database = datasets.build(self.tmp / f"writes-{number}-{len(runs[key])}-{id(key)}.sqlite3", 0, 1)
+                # The raw baselines write here; the runner makes its own in its data dir.
+                database = datasets.build(self.tmp / f"writes-{number}-{index}.sqlite3", 0, 1)
                 server = self.start(command, BENCH_DATABASE=str(database), **env)
                 try:
                     runs[key].append(load.run(server.url + "/submissions", server.proc.pid, self.plan.seconds, script=script))
@@ -300,9 +301,9 @@ class Bench:
                         rss[key].append(server.rss_mb())
                 finally:
                     server.stop()
-        for label, values, unit, fmt in (
-            ("start to first `/health` 200, empty data dir, create_all", started, "ms", "{:.0f} ms"),
-            ("idle RSS after one `/weights`", rss, "MiB", "{:.1f} MiB"),
+        for label, values, fmt in (
+            ("start to first `/health` 200, empty data dir, create_all", started, "{:.0f} ms"),
+            ("idle RSS after one `/weights`", rss, "{:.1f} MiB"),
         ):
             runner, bare = statistics.median(values["runner"]), statistics.median(values["bare"])
             self.figures.append(
@@ -347,7 +348,9 @@ def _install_example(site: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a tiny run that proves the harness works; its figures mean nothing")
-    parser.add_argument("--plot", type=Path, default=Path("docs/performance.svg"), help="where to draw the plot (.svg or .png)")
+    parser.add_argument(
+        "--plot", type=Path, default=servers.ROOT / "docs" / "performance.svg", help="where to draw the plot (.svg or .png)"
+    )
     args = parser.parse_args(argv)
     load.require_wrk()
     plan = QUICK if args.quick else FULL
