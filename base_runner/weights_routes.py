@@ -2,9 +2,10 @@
 
 A FastAPI route that returns the cached bytes spends most of each request in
 FastAPI (its middleware, routing, request and response objects), not in
-sending the body: ``bench/`` measures it at about a third of a bare ASGI
-app's throughput. :class:`~base_runner.app.RunnerApp` hands ``GET`` on these
-paths to these endpoints before FastAPI sees the request.
+sending the body: it was measured at 0.3x a bare ASGI app's throughput, these
+endpoints at 0.7x to 0.9x (docs/performance.md).
+:class:`~base_runner.app.RunnerApp` hands ``GET`` on these paths to these
+endpoints before FastAPI sees the request.
 """
 
 from __future__ import annotations
