@@ -12,7 +12,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__, schema, storage
 from .auth import AuthFailure, MasterAuth
@@ -21,7 +22,8 @@ from .errors import describe
 from .plugins import LoadedChallenge, routers_of
 from .runtime import Runtime
 from .settings import RunnerSettings, database_url
-from .weights import WeightsCache, WeightsError, compute
+from .weights import WeightsCache, compute
+from .weights_routes import weights_endpoints
 
 log = logging.getLogger("base_runner")
 
@@ -33,6 +35,28 @@ def bind(settings: RunnerSettings, db: Database = database) -> None:
     """Point the database and the storage helpers at the settings' data dir."""
     db.configure(database_url(settings))
     storage.configure(settings.data_dir)
+
+
+class RunnerApp(FastAPI):
+    """FastAPI, with ``GET`` on the weights paths answered before its middleware and routing.
+
+    The endpoints are also ordinary routes, which answer the other methods
+    (405) and any caller that goes through the router.
+    """
+
+    def __init__(self, *, fast_routes: dict[str, ASGIApp], **options: Any) -> None:
+        super().__init__(**options)
+        self.fast_routes = fast_routes
+        for path, endpoint in fast_routes.items():
+            self.router.add_route(path, endpoint, methods=["GET"], include_in_schema=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            endpoint = self.fast_routes.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database = database) -> FastAPI:
@@ -88,7 +112,12 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
         finally:
             await db.close()
 
-    app = FastAPI(title=f"{slug} (base-runner)", version=loaded.version, lifespan=lifespan)
+    app = RunnerApp(
+        fast_routes=weights_endpoints(cache, auth),
+        title=f"{slug} (base-runner)",
+        version=loaded.version,
+        lifespan=lifespan,
+    )
     app.state.runtime = runtime
     app.state.challenge = loaded
     app.state.weights = cache
@@ -144,29 +173,10 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
             try:
                 await db.ping()
             except Exception as exc:
-                reasons = [f"the database does not answer: {type(exc).__name__}: {exc}"]
+                reasons = [f"the database does not answer: {describe(exc)}"]
         if reasons:
             return JSONResponse({"status": "not_ready", "reasons": reasons}, status_code=503)
         return JSONResponse({"status": "ready"})
-
-    async def weights_response() -> Response:
-        try:
-            body = await cache.body()
-        except WeightsError as exc:
-            return JSONResponse({"error": "get_weights_failed", "detail": str(exc)}, status_code=exc.status_code)
-        return Response(body, media_type="application/json")
-
-    @app.get("/weights", summary="This epoch's weights, as the master sees them")
-    async def public_weights() -> Response:
-        return await weights_response()
-
-    @app.get("/internal/v1/get_weights", include_in_schema=False)
-    async def internal_weights(request: Request) -> Response:
-        try:
-            auth.check(request.headers)
-        except AuthFailure as failure:
-            return JSONResponse(failure.body(), status_code=failure.status_code)
-        return await weights_response()
 
     for router in routers:
         app.include_router(router)

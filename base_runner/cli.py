@@ -103,6 +103,7 @@ def serve(challenge: str | None, host: str | None, port: int | None, data_dir: P
             port=settings.port,
             lifespan="on",
             log_level="debug" if debug else "info",
+            access_log=settings.access_log or debug,
             # Under Swarm's default 10 s stop grace period, leaving time to checkpoint the WAL.
             timeout_graceful_shutdown=8,
         )

@@ -73,6 +73,15 @@ def validate(raw: object, challenge: str) -> Validated:
         raise WeightsError(f"challenge {challenge}: get_weights returned a {type(raw).__name__}, not a dict")
     result = Validated(weights={})
     for hotkey, value in raw.items():
+        # The usual entry, checked in a fraction of the time entry_problem takes; NaN fails the comparison.
+        if (
+            type(hotkey) is str
+            and type(value) is float
+            and 0 < len(hotkey) <= MAX_HOTKEY_LENGTH
+            and 0 <= value < math.inf
+        ):
+            result.weights[hotkey] = value
+            continue
         reason = entry_problem(hotkey, value)
         if reason is None:
             result.weights[hotkey] = float(value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import httpx
 from sqlalchemy import func, select
 
@@ -71,3 +73,20 @@ async def test_unhandled_error_in_a_route_is_json_naming_the_challenge(challenge
         response = await client.get("/explode")
     assert response.status_code == 500
     assert response.json() == {"error": "internal_error", "challenge": "example"}
+
+
+async def test_weights_agree_with_each_hotkeys_best_over_many_hotkeys(
+    challenge_client: httpx.AsyncClient, challenge_session
+) -> None:
+    from example_challenge.models import Submission
+
+    rng = random.Random(8)
+    # Hotkeys that share prefixes and differ in case, where a walk over the index could skip one.
+    hotkeys = [f"5{prefix}{n}" for prefix in ("A", "a", "AA", "Ab") for n in range(60)]
+    best: dict[str, float] = {}
+    for _ in range(1500):
+        hotkey, score = rng.choice(hotkeys), rng.randrange(1000)
+        challenge_session.add(Submission(hotkey=hotkey, score=score))
+        best[hotkey] = max(best.get(hotkey, 0.0), float(score))
+    await challenge_session.commit()
+    assert (await challenge_client.get("/weights")).json()["weights"] == best

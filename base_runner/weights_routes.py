@@ -1,0 +1,61 @@
+"""The weights routes as bare ASGI endpoints, so that they answer at close to a bare server's speed.
+
+A FastAPI route that returns the cached bytes spends most of each request in
+FastAPI (its middleware, routing, request and response objects), not in
+sending the body: it was measured at 0.3x a bare ASGI app's throughput, these
+endpoints at 0.7x to 0.9x (docs/performance.md).
+:class:`~base_runner.app.RunnerApp` hands ``GET`` on these paths to these
+endpoints before FastAPI sees the request.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from .auth import AuthFailure, MasterAuth
+from .weights import WeightsCache, WeightsError
+
+PUBLIC_PATH = "/weights"
+INTERNAL_PATH = "/internal/v1/get_weights"
+
+
+class WeightsEndpoint:
+    """An ASGI app answering the cached weights body; with ``auth``, only to the master.
+
+    Refusals and failures answer the same JSON bodies as every other route:
+    ``{"error", "detail"}`` with the status of the :class:`AuthFailure` or
+    :class:`WeightsError`.
+    """
+
+    def __init__(self, cache: WeightsCache, auth: MasterAuth | None = None) -> None:
+        self._cache = cache
+        self._auth = auth
+        self._body = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._auth is not None:
+            try:
+                self._auth.check(Headers(scope=scope))
+            except AuthFailure as failure:
+                await JSONResponse(failure.body(), status_code=failure.status_code)(scope, receive, send)
+                return
+        try:
+            body = await self._cache.body()
+        except WeightsError as exc:
+            error = {"error": "get_weights_failed", "detail": str(exc)}
+            await JSONResponse(error, status_code=exc.status_code)(scope, receive, send)
+            return
+        if body is not self._body:
+            # Built once per computed body, not once per request.
+            self._body = body
+            self._headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def weights_endpoints(cache: WeightsCache, auth: MasterAuth) -> dict[str, WeightsEndpoint]:
+    """The public and the master's weights endpoints, by path."""
+    return {PUBLIC_PATH: WeightsEndpoint(cache), INTERNAL_PATH: WeightsEndpoint(cache, auth)}

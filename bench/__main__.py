@@ -1,0 +1,432 @@
+"""``python -m bench``: base-runner's performance figures, each as a ratio to a baseline measured in the same run.
+
+Data sets, data dirs and logs live in a temporary folder that is removed at
+the end. Servers listen on 127.0.0.1 only; every load run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from base_runner.settings import DATABASE_FILE
+
+from . import datasets, load, queries, servers
+from .report import Figure, figures_table, plot, table
+
+#: Hotkeys in the data sets, and entries in the weights body: a subnet's 256 UIDs.
+HOTKEYS = 256
+INTERNAL = "/internal/v1/get_weights"
+#: The plot's lines: what queries.measure returns, by the label drawn.
+PLOTTED = {"group_by": "GROUP BY (raw)", "skip_scan": "skip-scan (raw)", "example": "example get_weights (runner)"}
+EXAMPLE = servers.ROOT / "plugins" / "example"
+BARE = ("--lifespan", "off", "--no-access-log", "--log-level", "warning")
+# POST /submissions as miners would send them: 256 hotkeys, varying scores.
+POST_SCRIPT = """
+local counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.format('{"hotkey":"5BenchHotkey%03d","score":%d}', counter % 256, counter % 1000)
+  return wrk.format("POST", "/submissions", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure."""
+
+    sizes: tuple[int, ...]
+    hotkey_counts: tuple[int, ...]
+    hotkey_rows: int
+    seconds: int
+    rounds: int
+    repeats: int
+    starts: int
+    stacks: bool
+
+
+FULL = Plan(
+    (10**4, 10**5, 10**6), (16, 256, 4096, 65536), 10**5, seconds=5, rounds=3, repeats=15, starts=5, stacks=True
+)
+# Proves the harness works, in seconds; its figures mean nothing.
+QUICK = Plan((1000,), (16, 256), 1000, seconds=1, rounds=1, repeats=2, starts=1, stacks=False)
+
+
+class Bench:
+    """One run: the plan, its temporary folder, and what it measured."""
+
+    def __init__(self, plan: Plan, tmp: Path) -> None:
+        self.plan = plan
+        self.tmp = tmp
+        self.log = tmp / "servers.log"
+        self.figures: list[Figure] = []
+        self.sections: list[str] = []
+        self.by_rows: dict[str, dict[int, float]] = {}
+        self.by_hotkeys: dict[str, dict[int, float]] = {}
+
+    def say(self, message: str) -> None:
+        print(f"bench: {message}", file=sys.stderr, flush=True)
+
+    def median_ratio(self, pairs: list[tuple[float, float]]) -> float:
+        return statistics.median(value / baseline for value, baseline in pairs)
+
+    # -- get_weights against raw SQLite -------------------------------------------------
+
+    def weights_queries(self) -> None:
+        rows = []
+        for size in self.plan.sizes:
+            self.say(f"get_weights on {size:,} submissions")
+            names = ["group_by", "skip_scan"] + (["naive"] if size <= 10**5 else [])
+            path = datasets.build(self.tmp / f"rows-{size}.sqlite3", size, HOTKEYS)
+            ms = queries.measure(path, names, self.plan.repeats)
+            path.unlink()
+            best = min(names, key=ms.__getitem__)
+            self.figures.append(
+                Figure(
+                    f"example `get_weights`, {size:,} submissions",
+                    f"{ms['example']:.2f} ms",
+                    f"best raw SQLite query ({best}) {ms[best]:.2f} ms",
+                    ms["example"] / ms[best],
+                    ("≤", 2.0) if size >= 10**6 else None,
+                )
+            )
+            rows.append([f"{size:,}", *(f"{ms[n]:.2f}" if n in ms else "" for n in (*queries.RAW, "example"))])
+            for name, label in PLOTTED.items():
+                self.by_rows.setdefault(label, {})[size] = ms[name]
+        self.sections.append(
+            "get_weights, fastest of several runs, ms, 256 hotkeys:\n\n"
+            + table(["submissions", "naive (raw)", "GROUP BY (raw)", "skip-scan (raw)", "example (runner)"], rows)
+        )
+        rows = []
+        for count in self.plan.hotkey_counts:
+            self.say(f"get_weights on {self.plan.hotkey_rows:,} submissions over {count:,} hotkeys")
+            path = datasets.build(self.tmp / f"hotkeys-{count}.sqlite3", self.plan.hotkey_rows, count)
+            ms = queries.measure(path, ["group_by", "skip_scan"], self.plan.repeats)
+            path.unlink()
+            rows.append([f"{count:,}", f"{ms['group_by']:.2f}", f"{ms['skip_scan']:.2f}", f"{ms['example']:.2f}"])
+            for name, label in PLOTTED.items():
+                self.by_hotkeys.setdefault(label, {})[count] = ms[name]
+        self.sections.append(
+            f"get_weights, fastest of several runs, ms, {self.plan.hotkey_rows:,} submissions:\n\n"
+            + table(["hotkeys", "GROUP BY (raw)", "skip-scan (raw)", "example (runner)"], rows)
+        )
+
+    # -- cached weights over HTTP ----------------------------------------------------------
+
+    def start(self, command: list[str], **env: str) -> servers.Server:
+        return servers.start(command, self.log, env)
+
+    def cached_weights(self) -> None:
+        self.say("cached weights over HTTP")
+        data = self.tmp / "weights-data"
+        data.mkdir()
+        datasets.build(data / DATABASE_FILE, 10_000, HOTKEYS)
+        runner = self.start(servers.runner(data), **servers.runner_env())
+        bare = None
+        try:
+            status, body = runner.get("/weights")
+            assert status == 200, f"/weights answered {status}"
+            assert runner.get(INTERNAL, servers.MASTER_HEADERS)[0] == 200
+            (self.tmp / "body.json").write_bytes(body)
+            bare = self.start(servers.uvicorn("bench.apps:bare", *BARE), BENCH_BODY=str(self.tmp / "body.json"))
+            assert bare.get("/weights")[1] == body
+            runs: dict[str, list[load.Load]] = {"bare": [], "public": [], "internal": []}
+            for _ in range(self.plan.rounds):
+                runs["bare"].append(load.run(bare.url + "/", bare.proc.pid, self.plan.seconds))
+                runs["public"].append(load.run(runner.url + "/weights", runner.proc.pid, self.plan.seconds))
+                runs["internal"].append(
+                    load.run(runner.url + INTERNAL, runner.proc.pid, self.plan.seconds, headers=servers.MASTER_HEADERS)
+                )
+        finally:
+            runner.stop()
+            if bare is not None:
+                bare.stop()
+        base = statistics.median(run.per_second for run in runs["bare"])
+        for key, path in (("public", "/weights"), ("internal", INTERNAL)):
+            errors = sum(run.errors for run in runs[key])
+            self.figures.append(
+                Figure(
+                    f"`{path}` from cache, req/s, 8 connections" + (f", {errors} errors" if errors else ""),
+                    f"{statistics.median(run.per_second for run in runs[key]):,.0f}",
+                    f"bare ASGI app, same body ({len(body):,} bytes) {base:,.0f}",
+                    self.median_ratio(
+                        [(r.per_second, b.per_second) for r, b in zip(runs[key], runs["bare"], strict=True)]
+                    ),
+                    ("≥", 0.5),
+                )
+            )
+        rows = [
+            [
+                name,
+                f"{statistics.median(r.per_second for r in group):,.0f}",
+                f"{statistics.median(r.server_cores for r in group):.2f}",
+                f"{statistics.median(r.client_cores for r in group):.2f}",
+                f"{statistics.median(r.server_us_per_request for r in group):.0f}",
+                f"{statistics.median(r.client_us_per_request for r in group):.0f}",
+                f"{statistics.median(r.p99_ms for r in group):.2f}",
+            ]
+            for name, group in (
+                ("bare ASGI app", runs["bare"]),
+                ("/weights", runs["public"]),
+                (INTERNAL, runs["internal"]),
+            )
+        ]
+        server = statistics.median(r.server_us_per_request for r in runs["bare"])
+        client = statistics.median(r.client_us_per_request for r in runs["bare"])
+        verdict = (
+            "so with a core each, the server reaches its limit first: the server, not wrk, sets the pace"
+            if client < server
+            else "**so wrk, not the server, may set the pace: these throughput figures are not trustworthy**"
+        )
+        self.sections.append(
+            "Who sets the pace (wrk: 1 thread, 8 connections; cores = CPU time / wall time):\n\n"
+            + table(
+                ["server", "req/s", "server cores", "wrk cores", "server µs CPU / req", "wrk µs CPU / req", "p99 ms"],
+                rows,
+            )
+            + f"\n\nwrk spent {client:.0f} µs of CPU per request against the bare server's {server:.0f} µs, {verdict}."
+        )
+
+    def stacks(self) -> None:
+        """The runner's app under each uvicorn stack, against the bare app, to justify httptools and uvloop."""
+        data = self.tmp / "weights-data"
+        stacks = [
+            ("h11", "asyncio", "off"),
+            ("httptools", "asyncio", "off"),
+            ("httptools", "uvloop", "off"),
+            ("httptools", "uvloop", "on"),
+        ]
+        missing = [
+            s for s in stacks if importlib.util.find_spec(s[0]) is None or importlib.util.find_spec(s[1]) is None
+        ]
+        started: dict[tuple[str, str, str], servers.Server] = {}
+        runs: dict[tuple[str, str, str], list[tuple[load.Load, load.Load]]] = {}
+        bare = self.start(servers.uvicorn("bench.apps:bare", *BARE), BENCH_BODY=str(self.tmp / "body.json"))
+        try:
+            for stack in stacks:
+                if stack not in missing:
+                    http, loop, access_log = stack
+                    options = ["--http", http, "--loop", loop, "--log-level", "info"]
+                    options.append("--access-log" if access_log == "on" else "--no-access-log")
+                    env = {"BENCH_DATA_DIR": str(data), **servers.runner_env()}
+                    started[stack] = self.start(servers.uvicorn("bench.apps:runner", *options), **env)
+            # In turns, each against the bare app run just before it.
+            for number in range(self.plan.rounds):
+                self.say(f"the runner under each uvicorn stack, round {number + 1} of {self.plan.rounds}")
+                for stack, runner in started.items():
+                    base = load.run(bare.url + "/", bare.proc.pid, self.plan.seconds)
+                    runs.setdefault(stack, []).append(
+                        (load.run(runner.url + "/weights", runner.proc.pid, self.plan.seconds), base)
+                    )
+        finally:
+            bare.stop()
+            for runner in started.values():
+                runner.stop()
+        rows = [[*stack, "not installed", "", ""] for stack in missing]
+        for stack, pairs in runs.items():
+            rows.append(
+                [
+                    *stack,
+                    f"{statistics.median(run.per_second for run, _ in pairs):,.0f}",
+                    f"{self.median_ratio([(run.per_second, base.per_second) for run, base in pairs]):.2f}x",
+                    "{:.2f}x".format(
+                        self.median_ratio(
+                            [(base.server_us_per_request, run.server_us_per_request) for run, base in pairs]
+                        )
+                    ),
+                ]
+            )
+        self.sections.append(
+            "`/weights` under each uvicorn stack, "
+            "against the bare app (under uvicorn's defaults) run just before it:\n\n"
+            + table(["http", "loop", "access log", "req/s", "throughput ratio", "CPU-per-request ratio"], rows)
+        )
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def writes(self) -> None:
+        self.say("POST /submissions")
+        script = self.tmp / "post.lua"
+        script.write_text(POST_SCRIPT)
+        pragmas = asyncio.run(_writer_pragmas(datasets.build(self.tmp / "pragmas.sqlite3", 0, 1)))
+        raw = {"BENCH_PRAGMAS": pragmas}
+        servers_by_key = {
+            "bare ASGI app, raw sqlite3": lambda n: (servers.uvicorn("bench.apps:raw_writes", *BARE), raw),
+            "the example's FastAPI route, raw sqlite3": lambda n: (
+                servers.uvicorn("bench.fastapi_writes:app", *BARE),
+                raw,
+            ),
+            "the runner (example challenge)": lambda n: (
+                servers.runner(self._empty_dir(f"writes-{n}")),
+                servers.runner_env(),
+            ),
+        }
+        runs: dict[str, list[load.Load]] = {key: [] for key in servers_by_key}
+        for number in range(self.plan.rounds):
+            for index, (key, command_and_env) in enumerate(servers_by_key.items()):
+                command, env = command_and_env(number)
+                # The raw baselines write here; the runner makes its own in its data dir.
+                database = datasets.build(self.tmp / f"writes-{number}-{index}.sqlite3", 0, 1)
+                server = self.start(command, BENCH_DATABASE=str(database), **env)
+                try:
+                    runs[key].append(
+                        load.run(server.url + "/submissions", server.proc.pid, self.plan.seconds, script=script)
+                    )
+                finally:
+                    server.stop()
+        runner, baseline = runs["the runner (example challenge)"], runs["the example's FastAPI route, raw sqlite3"]
+        errors = sum(run.errors for run in runner)
+        self.figures.append(
+            Figure(
+                f"`POST /submissions` p99, 8 connections, {errors} errors",
+                f"{statistics.median(r.p99_ms for r in runner):.1f} ms",
+                "the same FastAPI route on one raw sqlite3 connection "
+                f"{statistics.median(r.p99_ms for r in baseline):.1f} ms",
+                self.median_ratio([(r.p99_ms, b.p99_ms) for r, b in zip(runner, baseline, strict=True)]),
+                ("≤", 2.0),
+            )
+        )
+        rows = [
+            [
+                key,
+                f"{statistics.median(r.per_second for r in group):,.0f}",
+                f"{statistics.median(r.p50_ms for r in group):.1f}",
+                f"{statistics.median(r.p99_ms for r in group):.1f}",
+                str(sum(r.errors for r in group)),
+                f"{statistics.median(r.server_us_per_request for r in group):,.0f}",
+            ]
+            for key, group in runs.items()
+        ]
+        self.sections.append(
+            f"`POST /submissions`, 8 connections, writer settings {pragmas.replace('PRAGMA ', '')}:\n\n"
+            + table(["server", "writes/s", "p50 ms", "p99 ms", "errors", "server µs CPU / write"], rows)
+        )
+
+    # -- start and memory --------------------------------------------------------------------
+
+    def cold_start(self) -> None:
+        self.say("cold start and idle memory")
+        commands: dict[str, Callable[[int], list[str]]] = {
+            "bare": lambda _: servers.uvicorn("bench.apps:bare", *BARE),
+            "runner": lambda number: servers.runner(self._empty_dir(f"cold-{number}")),
+        }
+        started: dict[str, list[float]] = {"bare": [], "runner": []}
+        rss: dict[str, list[float]] = {"bare": [], "runner": []}
+        # The first start of each writes bytecode and fills the file cache: not counted.
+        for number in range(self.plan.starts + 1):
+            for key, command in commands.items():
+                server = self.start(command(number), **servers.runner_env())
+                try:
+                    server.get("/weights")
+                    time.sleep(0.5)
+                    if number:
+                        started[key].append(server.started_in * 1000)
+                        rss[key].append(server.rss_mb())
+                finally:
+                    server.stop()
+        for label, values, fmt in (
+            ("start to first `/health` 200, empty data dir, create_all", started, "{:.0f} ms"),
+            ("idle RSS after one `/weights`", rss, "{:.1f} MiB"),
+        ):
+            runner, bare = statistics.median(values["runner"]), statistics.median(values["bare"])
+            self.figures.append(
+                Figure(label, fmt.format(runner), "bare uvicorn app " + fmt.format(bare), runner / bare, ("≤", 2.0))
+            )
+
+    def _empty_dir(self, name: str) -> Path:
+        path = self.tmp / name
+        path.mkdir()
+        return path
+
+
+async def _writer_pragmas(path: Path) -> str:
+    """The settings of the runner's writer connection, for the raw baseline to use the same."""
+    from base_runner import database
+
+    database.configure(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with database.engine.connect() as conn:
+            values = [
+                (name, (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar())
+                for name in ("journal_mode", "synchronous")
+            ]
+    finally:
+        await database.close()
+    return ";".join(f"PRAGMA {name}={value}" for name, value in values)
+
+
+def _install_example(site: Path) -> None:
+    """Install this tree's example challenge into ``site``, for this process and the servers it starts.
+
+    In a folder of its own, not the environment: a challenge installed there
+    would change what base-runner's own tests see.
+    """
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(EXAMPLE),
+        ],
+        check=True,
+    )
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny run that proves the harness works; its figures mean nothing"
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=servers.ROOT / "docs" / "performance.svg",
+        help="where to draw the plot (.svg or .png)",
+    )
+    args = parser.parse_args(argv)
+    load.require_wrk()
+    plan = QUICK if args.quick else FULL
+    started, load_before = time.monotonic(), os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="base-runner-bench-") as folder:
+        _install_example(Path(folder) / "site")
+        bench = Bench(plan, Path(folder))
+        bench.weights_queries()
+        bench.cached_weights()
+        if plan.stacks:
+            bench.stacks()
+        bench.writes()
+        bench.cold_start()
+    print(figures_table(bench.figures))
+    for section in bench.sections:
+        print(f"\n{section}")
+    if not args.quick:
+        print(f"\n{plot(args.plot, bench.by_rows, bench.by_hotkeys, plan.hotkey_rows)}")
+    print(
+        f"\n{len(bench.figures)} figures in {time.monotonic() - started:.0f} s on {os.cpu_count()} cores; "
+        f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )
+
+
+if __name__ == "__main__":
+    main()
