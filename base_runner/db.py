@@ -176,6 +176,13 @@ def _pragmas(dbapi_connection: Any, *statements: str) -> None:
     cursor.close()
 
 
+def _begin(conn: Any, statement: str) -> None:
+    # Straight on the driver: one hop to aiosqlite's thread, where a statement
+    # through SQLAlchemy takes several (cursor, execute, close); about 0.3 ms
+    # of every session on these machines.
+    conn.connection.dbapi_connection.run_async(lambda driver: driver.execute(statement))
+
+
 def _setup_writer(engine: AsyncEngine, database: Database) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -191,7 +198,7 @@ def _setup_writer(engine: AsyncEngine, database: Database) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        _begin(conn, "BEGIN IMMEDIATE")
 
     @event.listens_for(engine.sync_engine, "after_cursor_execute")
     def on_execute(conn: Any, cursor: Any, *_args: Any) -> None:
@@ -217,7 +224,7 @@ def _setup_reader(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(conn: Any) -> None:
         # One snapshot for the whole session, so its queries agree with each other.
-        conn.exec_driver_sql("BEGIN")
+        _begin(conn, "BEGIN")
 
 
 def sqlite_version() -> str:
