@@ -36,3 +36,14 @@ def test_every_fixture_and_helper_is_documented() -> None:
 @pytest.mark.parametrize("command", ["new", "check", "serve", "weights", "plugins"])
 def test_every_command_is_in_the_table(command: str) -> None:
     assert f"| `base-runner {command}" in GUIDE
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/operating.md"])
+def test_every_runner_setting_is_documented(document: str) -> None:
+    from base_runner.settings import RunnerSettings
+
+    text = (ROOT / document).read_text()
+    missing = [
+        f"CHALLENGE_{name.upper()}" for name in RunnerSettings.model_fields if f"`CHALLENGE_{name.upper()}`" not in text
+    ]
+    assert missing == [], f"{document} does not document {', '.join(missing)}"
