@@ -36,7 +36,8 @@ BASE_RUNNER = str(Path(sys.executable).with_name("base-runner"))
 _OUTSIDE = ("CHALLENGE_", "BASE_", "PLATFORM_", "PYTHONPATH")
 
 
-def _install(name: str, source: Path, target: Path) -> tuple[str, Path]:
+def install(source: Path, target: Path) -> Path:
+    """pip-install the package at ``source`` into the folder ``target``, as a real wheel install."""
     subprocess.run(
         [
             sys.executable,
@@ -54,7 +55,7 @@ def _install(name: str, source: Path, target: Path) -> tuple[str, Path]:
         check=True,
         capture_output=True,
     )
-    return name, target
+    return target
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +63,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each test plugin package installed into a site folder of its own."""
     root = tmp_path_factory.mktemp("sites")
     with ThreadPoolExecutor(max_workers=len(PACKAGES)) as pool:
-        return dict(pool.map(lambda item: _install(item[0], item[1], root / item[0]), PACKAGES.items()))
+        return dict(zip(PACKAGES, pool.map(lambda name: install(PACKAGES[name], root / name), PACKAGES), strict=True))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, clean_env, run_cli
+from conftest import ROOT, clean_env, install, run_cli
 
 from base_runner.scaffold import TEMPLATES
 
@@ -52,24 +52,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     project = root / SLUG
     result = run_cli("new", SLUG, "--dir", str(project))
     assert result.returncode == 0, result.stderr
-    site = root / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--target",
-            str(site),
-            str(project),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    site = install(project, root / "site")
     return Generated(project, site)
 
 
