@@ -90,7 +90,7 @@ def test_startup_fault_is_one_line_and_exit_3(sites: dict[str, Path], tmp_path: 
 
 def test_dead_worker_stops_the_process(sites: dict[str, Path], tmp_path: Path, server) -> None:
     served = server(
-        ["--challenge", "crashing-worker", "--data-dir", str(tmp_path)], [sites["testbed"]], CHALLENGE_CRASH_AFTER="1"
+        ["--challenge", "crashing-worker", "--data-dir", str(tmp_path)], [sites["testbed"]], CHALLENGE_CRASH_AFTER="3"
     )
     with served.client() as client:
         assert client.get("/ready").status_code == 200
