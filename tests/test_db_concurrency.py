@@ -144,12 +144,12 @@ def test_sigterm_finishes_in_flight_requests_and_checkpoints(sites: dict[str, Pa
 
     def slow_request() -> None:
         result["response"] = httpx.post(
-            served.url + "/slow-claims/late", params={"owner": "o", "delay": 1.5}, timeout=30
+            served.url + "/slow-claims/late", params={"owner": "o", "delay": 3}, timeout=30
         )
 
     request = threading.Thread(target=slow_request)
     request.start()
-    time.sleep(0.5)  # the handler is now sleeping half-way through
+    time.sleep(1)  # the handler is now sleeping half-way through
     served.proc.send_signal(signal.SIGTERM)
     request.join(30)
     assert served.proc.wait(30) == 0
