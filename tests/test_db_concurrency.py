@@ -143,9 +143,7 @@ def test_sigterm_finishes_in_flight_requests_and_checkpoints(sites: dict[str, Pa
     result: dict[str, httpx.Response] = {}
 
     def slow_request() -> None:
-        result["response"] = httpx.post(
-            served.url + "/slow-claims/late", params={"owner": "o", "delay": 3}, timeout=30
-        )
+        result["response"] = httpx.post(served.url + "/slow-claims/late", params={"owner": "o", "delay": 3}, timeout=30)
 
     request = threading.Thread(target=slow_request)
     request.start()
