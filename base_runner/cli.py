@@ -1,77 +1,26 @@
 """The ``base-runner`` command: serve a challenge, list challenges, compute weights once.
 
 Data flows one way: options and environment → settings → selected plugin → app.
+
+Each command imports what it needs inside its function: this module, and
+everything it imports at module level, must stay cheap enough that
+``base-runner --help``, ``--version`` and ``plugins`` never load FastAPI,
+SQLAlchemy or pydantic (``tests/test_cli.py`` checks). Shared options and
+helpers live in :mod:`base_runner.cli_options`; groups of subcommands
+(``db``) in modules of their own, added at the end.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import json
 import logging
-import signal
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from . import __version__
-from .app import bind
-from .db import database
-from .errors import RunnerError
-from .plugins import LoadedChallenge, describe_all, load, select
-from .settings import RunnerSettings, database_url, load_settings, prepare_data_dir, scrub_environment
-
-log = logging.getLogger("base_runner")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-challenge_option = click.option(
-    "--challenge", metavar="NAME", help="Challenge to run; default: BASE_CHALLENGE_SLUG, else the only one installed."
-)
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    help="Folder for the SQLite file and artifacts; default: CHALLENGE_DATA_DIR, else /data.",
-)
-debug_option = click.option("--debug", is_flag=True, help="Log at debug level and show tracebacks.")
-
-
-def _logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def reports_errors(command: F) -> F:
-    """Turn a :class:`RunnerError` into one line on stderr and its exit code."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except RunnerError as exc:
-            if kwargs.get("debug"):
-                traceback.print_exc()
-            click.echo(f"base-runner: error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def start(challenge: str | None, **options: Any) -> tuple[RunnerSettings, LoadedChallenge]:
-    """Settings, a scrubbed environment, the database configured, the challenge loaded."""
-    settings = load_settings(**options)
-    scrub_environment()
-    settings.data_dir = prepare_data_dir(settings.data_dir)
-    database_url(settings)  # refuse a bad URL before any challenge code runs
-    bind(settings)
-    return settings, load(select(challenge))
+from .cli_options import challenge_option, configure_logging, data_dir_option, debug_option, reports_errors, start
+from .db_commands import db
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,11 +38,13 @@ def main() -> None:
 @reports_errors
 def serve(challenge: str | None, host: str | None, port: int | None, data_dir: Path | None, debug: bool) -> None:
     """Serve the challenge until SIGTERM or Ctrl-C."""
+    import signal
+
     import uvicorn
 
     from .app import create_app, serving
 
-    _logging(debug)
+    configure_logging(debug)
     settings, loaded = start(challenge, host=host, port=port, data_dir=data_dir)
     app = create_app(loaded, settings)
     server = uvicorn.Server(
@@ -129,7 +80,13 @@ def serve(challenge: str | None, host: str | None, port: int | None, data_dir: P
 @reports_errors
 def plugins(as_json: bool, probe: str | None) -> None:
     """List installed challenges, each with whether it loads."""
+    import json
+
+    from .plugins import describe_all, load, select
+
     if probe is not None:
+        from .settings import scrub_environment
+
         scrub_environment()
         click.echo(" ".join(load(select(probe)).hooks))
         return
@@ -152,9 +109,12 @@ def plugins(as_json: bool, probe: str | None) -> None:
 @reports_errors
 def weights(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     """Compute the weights once and print the JSON body the master would get."""
+    import asyncio
+
+    from .db import database
     from .weights import WeightsError, compute, serialize
 
-    _logging(debug)
+    configure_logging(debug)
     settings, loaded = start(challenge, data_dir=data_dir)
 
     async def once() -> tuple[bytes, int]:
@@ -199,7 +159,10 @@ def new(slug: str, directory: Path | None) -> None:
 @reports_errors
 def check(challenge: str | None, debug: bool) -> None:
     """Check the challenge against the BASE contract on a temporary data dir; exit 1 if a check fails."""
+    import asyncio
+
     from . import check as contract
+    from .plugins import select
 
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
@@ -214,11 +177,4 @@ def check(challenge: str | None, debug: bool) -> None:
     click.echo(f"{selected.name}: every check passed")
 
 
-def _register() -> None:
-    # Imported here: the subcommand modules build on the options and helpers above.
-    from .db_commands import db
-
-    main.add_command(db)
-
-
-_register()
+main.add_command(db)

@@ -1,31 +1,33 @@
 """``base-runner db``: create the tables, report schema drift, inspect the file read-only.
 
-Registered on the main command group at the end of :mod:`base_runner.cli`.
+Added to the main command group by :mod:`base_runner.cli`. Like every command,
+each one imports SQLAlchemy and the app's modules inside its function.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy.engine import make_url
 
-from . import schema
-from .cli import challenge_option, data_dir_option, debug_option, reports_errors, start
-from .db import database, sqlite_version
+from .cli_options import challenge_option, data_dir_option, debug_option, reports_errors, start
 from .errors import ConfigError
-from .settings import database_url, load_settings
 
 
 def _file(url: str) -> Path:
+    from sqlalchemy.engine import make_url
+
     return Path(make_url(url).database or "")
 
 
 def _run(coro_factory: Any) -> Any:
+    import asyncio
+
+    from .db import database
+
     async def run() -> Any:
         try:
             return await coro_factory()
@@ -47,6 +49,9 @@ def db() -> None:
 @reports_errors
 def init(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     """Create the challenge's missing tables and print what was created."""
+    from .db import database
+    from .settings import database_url
+
     settings, loaded = start(challenge, data_dir=data_dir)
     created = _run(database.create_all)
     if created:
@@ -62,6 +67,10 @@ def init(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
 @reports_errors
 def check(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     """Compare the models with the database; exit 1 on drift that needs a manual fix."""
+    from . import schema
+    from .db import database
+    from .settings import database_url
+
     settings, loaded = start(challenge, data_dir=data_dir)
     path = _file(database_url(settings))
     if not path.is_file():
@@ -82,6 +91,8 @@ def _quote(name: str) -> str:
 
 def inspect_file(path: Path) -> dict[str, Any]:
     """Facts about the database file at ``path``, read through a read-only connection."""
+    from .db import sqlite_version
+
     if not path.is_file():
         raise ConfigError(f"no database at {path}")
     conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
@@ -113,6 +124,8 @@ def inspect_file(path: Path) -> dict[str, Any]:
 @reports_errors
 def inspect(data_dir: Path | None, as_json: bool) -> None:
     """Path, size, journal mode, SQLite version, WAL size and row counts; never writes."""
+    from .settings import database_url, load_settings
+
     settings = load_settings(data_dir=data_dir)
     facts = inspect_file(_file(database_url(settings)))
     if as_json:

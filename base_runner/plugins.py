@@ -18,14 +18,15 @@ import traceback
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
-from fastapi import APIRouter
 
 from . import hookspecs
-from .auth import verified_hotkey
 from .errors import ConfigError, PluginError, SelectionError, describe
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 log = logging.getLogger("base_runner")
 
@@ -183,6 +184,11 @@ def routers_of(loaded: LoadedChallenge) -> list[APIRouter]:
     out of ``/internal``, but other services on the master's network reach
     it, so the master's token is what makes such a request the master's.
     """
+    # Here, not at module level: listing challenges (``base-runner plugins``) must not import FastAPI.
+    from fastapi import APIRouter
+
+    from .auth import verified_hotkey
+
     routers: list[Any] = []
     for result in loaded.pm.hook.register_routers():
         if result is None:

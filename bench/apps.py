@@ -93,7 +93,7 @@ def runner() -> Any:
     For serving it under uvicorn options that ``serve`` does not expose.
     """
     from base_runner.app import create_app, serving
-    from base_runner.cli import start
+    from base_runner.cli_options import start
 
     settings, loaded = start("example", data_dir=Path(os.environ["BENCH_DATA_DIR"]))
     return serving(create_app(loaded, settings))

@@ -25,6 +25,28 @@ def test_help_on_every_command(command: list[str]) -> None:
     assert result.stdout.startswith("Usage: base-runner")
 
 
+def imported_modules(stderr: str) -> set[str]:
+    """Top-level packages a process imported, from its ``PYTHONPROFILEIMPORTTIME`` report."""
+    return {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+
+
+@pytest.mark.parametrize("command", [["--help"], ["--version"], ["plugins"], ["plugins", "--json"], ["db", "--help"]])
+def test_light_commands_import_neither_fastapi_nor_sqlalchemy(command: list[str], sites: dict[str, Path]) -> None:
+    # The real command, with a challenge installed: its probe runs in a child process, which
+    # imports what the challenge needs; the command itself stays light (a start in ~0.1 s).
+    result = run_cli(*command, sites=[sites["example"]], PYTHONPROFILEIMPORTTIME="1")
+    assert result.returncode == 0, result.stderr
+    imported = imported_modules(result.stderr)
+    assert "click" in imported, "no import report: the test would prove nothing"
+    assert imported.isdisjoint({"fastapi", "sqlalchemy", "pydantic", "starlette", "uvicorn", "aiosqlite"}), imported
+    if command[0] == "plugins":
+        assert "example" in result.stdout and "BROKEN" not in result.stdout
+
+
 def test_weights_prints_the_body_the_master_gets(sites: dict[str, Path], tmp_path: Path) -> None:
     assert run_cli("weights", "--data-dir", str(tmp_path), sites=[sites["example"]]).returncode == 0
     with sqlite3.connect(tmp_path / "challenge.sqlite3") as conn:

@@ -1,0 +1,79 @@
+"""What every ``base-runner`` command shares: its options, its error reporting, its start.
+
+The command modules (:mod:`base_runner.cli`, :mod:`base_runner.db_commands`) import
+from here, never from each other. Only click is imported at module level: ``--help``,
+``--version`` and ``plugins`` must not pay for FastAPI, SQLAlchemy or pydantic, so
+:func:`start` imports them when a command calls it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from .errors import RunnerError
+
+if TYPE_CHECKING:
+    from .plugins import LoadedChallenge
+    from .settings import RunnerSettings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: ``--challenge NAME``: which installed challenge a command acts on.
+challenge_option = click.option(
+    "--challenge", metavar="NAME", help="Challenge to run; default: BASE_CHALLENGE_SLUG, else the only one installed."
+)
+#: ``--data-dir PATH``: the folder of the SQLite file and artifacts.
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Folder for the SQLite file and artifacts; default: CHALLENGE_DATA_DIR, else /data.",
+)
+#: ``--debug``: debug logging and tracebacks.
+debug_option = click.option("--debug", is_flag=True, help="Log at debug level and show tracebacks.")
+
+
+def configure_logging(debug: bool) -> None:
+    """Log to stderr, at debug level with ``--debug``, else at info."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def reports_errors(command: F) -> F:
+    """Turn a :class:`RunnerError` into one line on stderr and its exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except RunnerError as exc:
+            if kwargs.get("debug"):
+                traceback.print_exc()
+            click.echo(f"base-runner: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def start(challenge: str | None, **options: Any) -> tuple[RunnerSettings, LoadedChallenge]:
+    """Settings, a scrubbed environment, the database configured, the challenge loaded."""
+    from .app import bind
+    from .plugins import load, select
+    from .settings import database_url, load_settings, prepare_data_dir, scrub_environment
+
+    settings = load_settings(**options)
+    scrub_environment()
+    settings.data_dir = prepare_data_dir(settings.data_dir)
+    database_url(settings)  # refuse a bad URL before any challenge code runs
+    bind(settings)
+    return settings, load(select(challenge))
