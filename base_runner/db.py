@@ -24,6 +24,7 @@ writer connection the second waits for the first forever (it times out after
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -48,6 +49,26 @@ BUSY_TIMEOUT_MS = 10_000
 POOL_TIMEOUT = 30
 #: Read-only connections that run beside the writer.
 READERS = 4
+
+
+class _CancelledReset(logging.Filter):
+    """Drop SQLAlchemy's error for a connection reset that a cancelled task interrupted.
+
+    A worker cancelled at shutdown in the middle of a statement leaves its
+    connection to be reset, and that rollback is cancelled too; the pool
+    then discards the connection, and SQLite rolls back the open
+    transaction when it closes. Nothing acknowledged is lost, so it is not
+    an error to report.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cancelled = record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError)
+        if cancelled:
+            log.debug("a connection reset was cancelled (a task stopped mid-statement); the connection is discarded")
+        return not cancelled
+
+
+logging.getLogger(f"sqlalchemy.pool.impl.{AsyncAdaptedQueuePool.__name__}").addFilter(_CancelledReset())
 
 
 class Base(DeclarativeBase):
@@ -212,7 +233,12 @@ def _setup_writer(engine: AsyncEngine, database: Database) -> None:
 
     @event.listens_for(engine.sync_engine, "rollback")
     def on_rollback(conn: Any) -> None:
-        conn.info.pop("changed", None)
+        # A statement cancelled mid-flight (a worker stopped at shutdown)
+        # invalidates the connection, and reading ``info`` then raises
+        # PendingRollbackError over the CancelledError. Its DBAPI connection,
+        # and the flag with it, is discarded anyway.
+        if not conn.invalidated:
+            conn.info.pop("changed", None)
 
 
 def _setup_reader(engine: AsyncEngine) -> None:

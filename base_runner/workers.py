@@ -40,6 +40,12 @@ async def run_worker(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # Stopped mid-statement at shutdown: the driver's error is the
+                # cancellation's echo, not a crash.
+                log.info("challenge %s: worker %s stopped (%s)", runtime.challenge, name, describe(exc))
+                raise asyncio.CancelledError from exc
             log.exception("challenge %s: worker %s crashed", runtime.challenge, name)
             runtime.fail(f"worker {name} crashed: {describe(exc)}")
         else:
