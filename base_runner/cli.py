@@ -143,12 +143,24 @@ def weights(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="Folder to create, absent or empty; default: ./SLUG.",
 )
+@click.option(
+    "--runner-image",
+    metavar="IMAGE",
+    help="The runner image to build on, without a tag (a fork's); default: the published one.",
+)
+@click.option(
+    "--runner-version",
+    metavar="VERSION",
+    help="The base-runner release to require and build on; default: this one.",
+)
 @reports_errors
-def new(slug: str, directory: Path | None) -> None:
+def new(slug: str, directory: Path | None, runner_image: str | None, runner_version: str | None) -> None:
     """Create a challenge package: plugin, tests, Dockerfile and CI that publishes its image."""
-    from .scaffold import create
+    from . import release
+    from .scaffold import Runner, create
 
-    names, target, _files = create(slug, directory)
+    runner = Runner(version=runner_version or release.release_version(), image=runner_image or release.IMAGE)
+    names, target, _files = create(slug, directory, runner)
     click.echo(f"created {names.distribution} in {target}: challenge {names.slug}, package {names.module}")
     click.echo(f"next: cd {target} && pip install -e '.[dev]' && pytest && base-runner check --challenge {slug}")
 

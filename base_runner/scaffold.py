@@ -15,17 +15,16 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
+from . import release
 from .errors import ConfigError
-
-#: Where base-runner is published. It is on neither PyPI nor GHCR yet: ``<org>`` stands for the
-#: GitHub organization that will publish it, and the generated files say to replace it.
-RUNNER_REPOSITORY = "https://github.com/<org>/base-runner"
-RUNNER_IMAGE = "ghcr.io/<org>/base-runner"
 
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "new"
 SUFFIX = ".tmpl"
 _SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+#: BASE runs a challenge as the Swarm service ``challenge-<slug>``, and Docker caps a service
+#: name at 63 characters.
+MAX_SLUG = 63 - len("challenge-")
+_VERSION = re.compile(r"[0-9]+(\.[0-9]+)*([a-z0-9.+-]*)")
 
 
 class _Template(string.Template):
@@ -42,6 +41,8 @@ class Names:
     module: str
     #: The distribution on PyPI and in ``pip list``.
     distribution: str
+    #: The prefix of the challenge's table names, so that they never clash with another challenge's.
+    tables: str
 
     @classmethod
     def of(cls, slug: str) -> Names:
@@ -51,21 +52,47 @@ class Names:
                 f"challenge slug {slug!r} is not lowercase letters, digits and single dashes "
                 "(for example bounty-hunt); nothing was written"
             )
+        if len(slug) > MAX_SLUG:
+            raise ConfigError(
+                f"challenge slug {slug!r} has {len(slug)} characters; at most {MAX_SLUG} fit in BASE's "
+                "service name challenge-<slug>; nothing was written"
+            )
         stem = slug.replace("-", "_")
         module = f"{stem}_challenge" if stem[0].isalpha() else f"challenge_{stem}"
-        return cls(slug=slug, module=module, distribution=f"{slug}-challenge")
+        return cls(slug=slug, module=module, distribution=f"{slug}-challenge", tables=f"{stem}_")
 
 
-def render(names: Names) -> dict[Path, str]:
+@dataclass(frozen=True)
+class Runner:
+    """The base-runner release a generated package builds on: its version and its image."""
+
+    #: The base-runner version the package requires at least, and whose image it builds on.
+    version: str = release.release_version()
+    #: The runner image without its tag, ``release.IMAGE`` unless a fork publishes its own.
+    image: str = release.IMAGE
+
+    def __post_init__(self) -> None:
+        if not _VERSION.fullmatch(self.version):
+            raise ConfigError(f"runner version {self.version!r} is not a version like 0.1.0; nothing was written")
+        if not self.image or any(c.isspace() or c in ":@" for c in self.image.rpartition("/")[2]):
+            raise ConfigError(
+                f"runner image {self.image!r} is not an image name without a tag, "
+                f"like {release.IMAGE}; nothing was written"
+            )
+
+
+def render(names: Names, runner: Runner | None = None) -> dict[Path, str]:
     """Every generated file's path (relative to the package folder) and content."""
-    version = __version__.partition("+")[0]
+    runner = runner or Runner()
     values = {
         "slug": names.slug,
         "module": names.module,
         "distribution": names.distribution,
-        "runner_version": version,
-        "runner_repository": RUNNER_REPOSITORY,
-        "runner_image": f"{RUNNER_IMAGE}:{version}",
+        "tables": names.tables,
+        "runner_package": release.PACKAGE,
+        "runner_version": runner.version,
+        "runner_repository": release.REPOSITORY,
+        "runner_image": release.image(runner.version, runner.image),
     }
     rendered = {}
     for template in sorted(TEMPLATES.rglob(f"*{SUFFIX}")):
@@ -77,10 +104,11 @@ def render(names: Names) -> dict[Path, str]:
     return rendered
 
 
-def create(slug: str, target: Path | None = None) -> tuple[Names, Path, list[Path]]:
+def create(slug: str, target: Path | None = None, runner: Runner | None = None) -> tuple[Names, Path, list[Path]]:
     """Write a new challenge package for ``slug`` into ``target`` (default ``./<slug>``).
 
-    ``target`` must be absent or an empty folder. Every file is rendered
+    ``target`` must be absent or an empty folder; ``runner`` is the base-runner
+    release the package builds on (default: this one, from ``release.IMAGE``). Every file is rendered
     before the first one is written, and a bad slug or target raises
     :class:`ConfigError` with nothing written.
 
@@ -92,7 +120,7 @@ def create(slug: str, target: Path | None = None) -> tuple[Names, Path, list[Pat
         raise ConfigError(f"{target} exists and is not a folder; choose another --dir; nothing was written")
     if target.is_dir() and any(target.iterdir()):
         raise ConfigError(f"{target} is not empty; choose an empty or new folder with --dir; nothing was written")
-    files = render(names)
+    files = render(names, runner)
     try:
         for relative, text in files.items():
             path = target / relative

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, clean_env, install, run_cli
 
-from base_runner.scaffold import TEMPLATES
+from base_runner.scaffold import MAX_SLUG, TEMPLATES
 
 SLUG = "bounty-hunt"
 MODULE = "bounty_hunt_challenge"
@@ -149,6 +149,34 @@ def test_default_folder_is_the_slug(tmp_path: Path) -> None:
     # A slug that starts with a digit still gets a package name Python can import.
     assert run_cli("new", "7up", "--dir", str(tmp_path / "7up")).returncode == 0
     assert (tmp_path / "7up" / "challenge_7up" / "plugin.py").is_file()
+
+
+def _slug(length: int) -> str:
+    # Dashes too: each becomes an underscore in the module and the table prefix.
+    stem = ("bounty-hunt-" * 8)[:length].rstrip("-")
+    return stem + "x" * (length - len(stem))
+
+
+@pytest.mark.parametrize("length", [1, 15, 16, 17, 40, MAX_SLUG])
+def test_any_slug_length_lints_clean(tmp_path: Path, length: int) -> None:
+    slug = _slug(length)
+    assert len(slug) == length
+    result = run_cli("new", slug, "--dir", str(tmp_path / "p"))
+    assert result.returncode == 0, result.stderr
+    for args in (["check", "--no-cache"], ["format", "--check", "--no-cache"]):
+        linted = tool("ruff", *args, cwd=tmp_path / "p")
+        assert linted.returncode == 0, f"{slug}: " + linted.stdout + linted.stderr
+
+
+def test_a_slug_too_long_for_a_service_name_writes_nothing(tmp_path: Path) -> None:
+    slug = _slug(MAX_SLUG + 1)
+    result = run_cli("new", slug, "--dir", str(tmp_path / "p"))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"base-runner: error: challenge slug {slug!r} has {MAX_SLUG + 1} characters; at most {MAX_SLUG} fit "
+        "in BASE's service name challenge-<slug>; nothing was written\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("slug", ["Bounty", "bounty_hunt", "bounty--hunt", "bounty-", "-bounty", "bounty hunt", ""])
