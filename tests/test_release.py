@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, install, run_cli
 
 from base_runner import release
 
@@ -118,24 +116,6 @@ def test_installing_a_checkout_writes_nothing_into_it(tmp_path: Path) -> None:
         ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build", "dist", ".*cache"),
     )
     before = sorted(p.relative_to(checkout) for p in checkout.rglob("*"))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--target",
-            str(tmp_path / "site"),
-            str(checkout),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    install(checkout, tmp_path / "site")
     assert sorted(p.relative_to(checkout) for p in checkout.rglob("*")) == before
     assert (tmp_path / "site" / "base_runner" / "release.py").is_file()
