@@ -12,16 +12,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__, schema, storage
 from .auth import AuthFailure, MasterAuth
 from .db import Database, database, has_wal_reset_bug, sqlite_version
 from .errors import describe
+from .limits import BodyLimits, RequestLimits, RequestRefused
 from .plugins import LoadedChallenge, routers_of
 from .runtime import Runtime
 from .settings import RunnerSettings, database_url
+from .storable import guard_routes
 from .weights import WeightsCache, compute
 from .weights_routes import weights_endpoints
 
@@ -44,19 +46,30 @@ class RunnerApp(FastAPI):
     (405) and any caller that goes through the router.
     """
 
-    def __init__(self, *, fast_routes: dict[str, ASGIApp], **options: Any) -> None:
+    def __init__(
+        self, *, fast_routes: dict[str, ASGIApp], limits: BodyLimits, master_auth: MasterAuth, **options: Any
+    ) -> None:
         super().__init__(**options)
         self.fast_routes = fast_routes
         for path, endpoint in fast_routes.items():
             self.router.add_route(path, endpoint, methods=["GET"], include_in_schema=False)
+        # Outside everything, the fast routes included: no request skips its limits.
+        self._entry = RequestLimits(self._dispatch, limits, master_auth, skip_auth=frozenset(fast_routes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
             endpoint = self.fast_routes.get(scope["path"])
             if endpoint is not None:
                 await endpoint(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+def _encodable(text: str) -> str:
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database = database) -> FastAPI:
@@ -114,6 +127,8 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
 
     app = RunnerApp(
         fast_routes=weights_endpoints(cache, auth),
+        limits=BodyLimits(max_bytes=settings.max_body_bytes, timeout=settings.body_timeout),
+        master_auth=auth,
         title=f"{slug} (base-runner)",
         version=loaded.version,
         lifespan=lifespan,
@@ -128,11 +143,19 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
     async def refused(request: Request, failure: AuthFailure) -> JSONResponse:
         return JSONResponse(failure.body(), status_code=failure.status_code)
 
+    @app.exception_handler(RequestRefused)
+    async def refused_input(request: Request, refused: RequestRefused) -> Response:
+        headers, body = refused.response_parts()
+        return Response(body, status_code=refused.status_code, headers={k.decode(): v.decode() for k, v in headers})
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own 422 echoes each bad input; a NaN or infinity sent in a
         # body would make that answer unencodable, a 500 instead of a 422.
-        shown = jsonable_encoder(exc.errors(), custom_encoder={float: lambda v: v if math.isfinite(v) else str(v)})
+        # A lone surrogate in an echoed string is not UTF-8 either: it is shown escaped.
+        shown = jsonable_encoder(
+            exc.errors(), custom_encoder={float: lambda v: v if math.isfinite(v) else str(v), str: _encodable}
+        )
         return JSONResponse({"detail": shown}, status_code=422)
 
     @app.exception_handler(Exception)
@@ -179,6 +202,7 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
         return JSONResponse({"status": "ready"})
 
     for router in routers:
+        guard_routes(router, settings.max_json_depth)
         app.include_router(router)
     return app
 

@@ -58,6 +58,12 @@ class RunnerSettings(BaseSettings):
     weights_ttl: float | None = Field(60.0, gt=0)
     #: Log every request; off by default, as it costs about half the throughput of cached weights.
     access_log: bool = False
+    #: Bytes a request body may hold; a larger one is refused with 413 while it streams in.
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
+    #: Seconds a request may take to send its whole body, from the end of its headers; then 408.
+    body_timeout: float = Field(30.0, gt=0)
+    #: Nesting of arrays and objects a JSON value in a request may have; deeper is refused with 422.
+    max_json_depth: int = Field(32, gt=0)
 
 
 def load_settings(**overrides: object) -> RunnerSettings:
