@@ -55,6 +55,10 @@ def entry_problem(hotkey: object, value: object) -> str | None:
         return "hotkey is empty"
     if len(hotkey) > MAX_HOTKEY_LENGTH:
         return f"hotkey is longer than {MAX_HOTKEY_LENGTH} characters"
+    if not hotkey.isprintable():
+        # A NUL or a line break in a key splits or ends it in logs, SQL tools and the master's own storage.
+        unprintable = next(char for char in hotkey if not char.isprintable())
+        return f"hotkey contains the unprintable character U+{ord(unprintable):04X}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real | decimal.Decimal):
         return f"value is a {type(value).__name__}, not a real number"
     number = float(value)
@@ -79,6 +83,7 @@ def validate(raw: object, challenge: str) -> Validated:
             and type(value) is float
             and 0 < len(hotkey) <= MAX_HOTKEY_LENGTH
             and 0 <= value < math.inf
+            and hotkey.isprintable()
         ):
             result.weights[hotkey] = value
             continue

@@ -1,0 +1,132 @@
+"""Values a client sends that the database cannot hold, or that would break the answers reading them back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+OWNER = {"X-Owner-Token": "owner-token"}
+TOKEN = "values-token"
+
+
+@pytest.fixture
+def example(sites: dict[str, Path], tmp_path: Path, server):
+    return server(["--data-dir", str(tmp_path)], [sites["example"]], CHALLENGE_SHARED_TOKEN=TOKEN)
+
+
+@pytest.fixture
+def bounty(sites: dict[str, Path], tmp_path: Path, server):
+    served = server(
+        ["--data-dir", str(tmp_path)],
+        [sites["bounty"]],
+        CHALLENGE_SHARED_TOKEN=TOKEN,
+        CHALLENGE_OWNER_TOKEN="owner-token",
+    )
+    with served.client() as client:
+        project = {"project_id": "p1", "title": "P", "description": "d"}
+        assert client.post("/admin/projects", json=project, headers=OWNER).status_code == 200
+    return served
+
+
+def post_raw(client, path: str, text: str, **headers: str):
+    # Raw text: json= would refuse to encode a lone surrogate, which JSON itself allows as an escape.
+    return client.post(path, content=text.encode(), headers={"Content-Type": "application/json", **headers})
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "message"),
+    [
+        ('{"hotkey": "5A", "score": 9223372036854775808}', ["body", "score"], "integer out of range"),
+        # pydantic's own check of a constrained string finds it first.
+        ('{"hotkey": "5\\ud800", "score": 1}', ["body", "hotkey"], "unicode string"),
+    ],
+)
+def test_example_refuses_what_sqlite_cannot_hold(example, body: str, loc: list[str], message: str) -> None:
+    with example.client() as client:
+        response = post_raw(client, "/submissions", body)
+        assert response.status_code == 422, response.text
+        [error] = response.json()["detail"]
+        assert error["loc"] == loc and message in error["msg"]
+        assert client.get("/submissions/5A").json() == []
+        # The largest integer the database holds is still taken.
+        response = post_raw(client, "/submissions", '{"hotkey": "5A", "score": 9223372036854775807}')
+        assert response.status_code == 201
+    assert "Traceback" not in example.output()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "loc", "headers"),
+    [
+        ("GET", "/submissions/9223372036854775808", None, ["path", "submission_id"], {}),
+        ("GET", "/submissions/-9223372036854775809", None, ["path", "submission_id"], {}),
+        (
+            "POST",
+            "/admin/reviews",
+            '{"submission_id": 99999999999999999999, "score": 1}',
+            ["body", "submission_id"],
+            OWNER,
+        ),
+        (
+            "POST",
+            "/admin/submissions/18446744073709551616/reward",
+            '{"weight": 1}',
+            ["path", "submission_id"],
+            OWNER,
+        ),
+        (
+            "POST",
+            "/submissions",
+            '{"project_id": "p1", "github_url": "https://github.com/a/b", "miner_hotkey": "\\udc00"}',
+            ["body", "miner_hotkey"],
+            {},
+        ),
+        (
+            "POST",
+            "/admin/emissions",
+            '{"emissions": [{"hotkey": "5A", "weight": 1, "submission_id": 9223372036854775808}]}',
+            ["body", "emissions", 0, "submission_id"],
+            OWNER,
+        ),
+    ],
+)
+def test_bounty_refuses_what_sqlite_cannot_hold(bounty, method, path, body, loc, headers) -> None:
+    with bounty.client() as client:
+        response = client.request(
+            method,
+            path,
+            content=None if body is None else body.encode(),
+            headers={"Content-Type": "application/json", **headers},
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == loc
+    assert "internal_error" not in bounty.output()
+
+
+def nested(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+def test_a_deeply_nested_value_is_refused_and_the_listing_stays_readable(bounty) -> None:
+    submission = '{"project_id": "p1", "github_url": "https://github.com/a/b", "miner_hotkey": "5M", "metadata": %s}'
+    with bounty.client() as client:
+        response = post_raw(client, "/submissions", submission % nested(256))
+        assert response.status_code == 422, response.text
+        assert "CHALLENGE_MAX_JSON_DEPTH" in response.text
+        assert post_raw(client, "/submissions", submission % nested(8)).status_code == 200
+        listing = client.get("/submissions")
+        assert listing.status_code == 200 and len(listing.json()) == 1
+
+
+def test_unprintable_hotkeys_never_reach_the_weights(example) -> None:
+    with example.client() as client:
+        for hotkey in ("5Good", "5Nul\u0000", "5Line\nBreak", "5Esc\u001b[31m", "5Del\u007f"):
+            assert client.post("/submissions", json={"hotkey": hotkey, "score": 5}).status_code == 201
+        weights = client.get(
+            "/internal/v1/get_weights", headers={"Authorization": f"Bearer {TOKEN}", "X-Base-Challenge-Slug": "example"}
+        )
+    assert weights.json()["weights"] == {"5Good": 5.0}
+    assert weights.json()["metadata"]["dropped"] == 4
+    output = example.output()
+    assert "dropped weight for hotkey '5Nul\\x00': hotkey contains the unprintable character U+0000" in output
+    assert "U+000A" in output and "U+001B" in output and "U+007F" in output
