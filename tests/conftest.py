@@ -9,11 +9,13 @@ all of them, for the in-process fixtures of ``base_runner.testing``.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +33,7 @@ PACKAGES = {
     "bounty": ROOT / "plugins" / "bounty",
 }
 IN_PROCESS = ("example", "testbed", "bounty")
+#: The ``base-runner`` the tests run: set by :func:`_isolated_runner` to one that sees no installed challenge.
 BASE_RUNNER = str(Path(sys.executable).with_name("base-runner"))
 # Variables a developer's shell may hold that would change what the runner under test does.
 _OUTSIDE = ("CHALLENGE_", "BASE_", "PLATFORM_", "PYTHONPATH")
@@ -64,6 +67,51 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sites")
     with ThreadPoolExecutor(max_workers=len(PACKAGES)) as pool:
         return dict(zip(PACKAGES, pool.map(lambda name: install(PACKAGES[name], root / name), PACKAGES), strict=True))
+
+
+def _challenge_files(site: Path) -> set[str]:
+    """The top-level names in ``site`` that belong to distributions declaring a challenge."""
+    owned = set()
+    for dist in importlib.metadata.distributions(path=[str(site)]):
+        if not dist.entry_points.select(group="base_runner"):
+            continue
+        owned.update(Path(file).parts[0] for file in dist.files or [] if not str(file).startswith(".."))
+    return owned
+
+
+def linked_venv(venv: Path) -> tuple[Path, Path]:
+    """A venv at ``venv`` that sees this interpreter's packages, but the installed challenges.
+
+    Its site-packages links to every entry of ours except the challenges' files.
+
+    :returns: its python and its site-packages folder.
+    """
+    ours = Path(sysconfig.get_paths()["purelib"])
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+    python = venv / "bin" / "python"
+    where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    theirs = Path(subprocess.check_output([python, "-c", where], text=True).strip())
+    hidden = _challenge_files(ours)
+    for entry in ours.iterdir():
+        if entry.name not in hidden:
+            (theirs / entry.name).symlink_to(entry)
+    return python, theirs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_runner(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Run the runner from an interpreter that sees this one's packages but no installed challenge.
+
+    A challenge installed into the test environment (the README's first command puts the example
+    there) would otherwise be visible to every runner process, whatever ``sites`` a test passes.
+    """
+    global BASE_RUNNER
+    venv = tmp_path_factory.mktemp("runner") / "venv"
+    python, _site = linked_venv(venv)
+    script = venv / "bin" / "base-runner"
+    script.write_text(f"#!{python}\nimport sys\n\nfrom base_runner.cli import main\n\nsys.exit(main())\n")
+    script.chmod(0o755)
+    BASE_RUNNER = str(script)
 
 
 @pytest.fixture(scope="session", autouse=True)

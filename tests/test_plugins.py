@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import PACKAGES, ROOT, clean_env, install, linked_venv, run_cli
 
 
 @pytest.fixture
@@ -154,3 +155,32 @@ def test_plugins_table(sites: dict[str, Path]) -> None:
         "example  example-challenge 0.1.0  example_challenge.plugin  loads (get_weights, register_routers)"
     )
     assert run_cli("plugins", sites=[]).stdout.strip() == "no challenge is installed"
+
+
+def test_a_challenge_installed_in_the_test_environment_changes_no_result(
+    sites: dict[str, Path], tmp_path: Path
+) -> None:
+    # The README's two commands in one clone: the example is installed where pytest runs.
+    python, site = linked_venv(tmp_path / "venv")
+    install(PACKAGES["example"], site)
+    result = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--basetemp",
+            str(tmp_path / "t"),
+            f"{Path(__file__)}::test_no_challenge_installed",
+            f"{Path(__file__)}::test_plugins_table",
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
