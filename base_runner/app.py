@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__, schema, storage
-from .auth import AuthFailure, MasterAuth
+from .auth import AuthFailure, MasterAuth, token_problem
 from .db import Database, database, has_wal_reset_bug, sqlite_version
 from .errors import describe
 from .limits import BodyLimits, RequestLimits, RequestRefused
@@ -35,7 +35,7 @@ CAPABILITIES = ("get_weights", "proxy_routes", "async_sqlalchemy")
 
 def bind(settings: RunnerSettings, db: Database = database) -> None:
     """Point the database and the storage helpers at the settings' data dir."""
-    db.configure(database_url(settings))
+    db.configure(database_url(settings), settings.synchronous)
     storage.configure(settings.data_dir)
 
 
@@ -134,6 +134,7 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    runtime.probes["auth:token"] = lambda: token_problem(auth)
     app.state.challenge = loaded
     app.state.weights = cache
     # For the dependencies challenge routes use: verified_hotkey checks the master's token with it.
@@ -189,6 +190,7 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
 
     @app.get("/ready", include_in_schema=False)
     async def ready() -> JSONResponse:
+        runtime.probe()
         if any(key.startswith("schema:") for key in runtime.problems):
             await check_schema(at_startup=False)  # the operator may have applied the fix since
         reasons = runtime.reasons()

@@ -115,6 +115,15 @@ class MasterAuth:
             raise AuthFailure(400, "wrong_slug", f"this is challenge {self.slug!r}, not {slug[:64]!r}")
 
 
+def token_problem(auth: MasterAuth) -> str | None:
+    """Why the master could not pull weights now (no or an unreadable token); ``None`` when it could."""
+    try:
+        auth.expected_token()
+    except AuthFailure as failure:
+        return failure.detail
+    return None
+
+
 class OwnerAuth:
     """FastAPI dependency: the request carries the challenge owner's token.
 

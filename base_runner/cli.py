@@ -43,9 +43,11 @@ def serve(challenge: str | None, host: str | None, port: int | None, data_dir: P
     import uvicorn
 
     from .app import create_app, serving
+    from .datadir import DataDirLock
 
     configure_logging(debug)
     settings, loaded = start(challenge, host=host, port=port, data_dir=data_dir)
+    DataDirLock(settings.data_dir).acquire(settings.lock_wait)  # held until the process exits
     app = create_app(loaded, settings)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -90,10 +90,14 @@ class Database:
         #: Bumped by every commit that changed a row; caches compare it.
         self.generation = 0
 
-    def configure(self, url: str) -> None:
+    def configure(self, url: str, synchronous: str = "FULL") -> None:
         """Point the database at ``url`` (an ``sqlite+aiosqlite`` file URL).
 
         No connection is opened until first use.
+
+        :param synchronous: SQLite's ``synchronous`` for the writer: ``FULL``
+            syncs each commit before it returns, ``NORMAL`` leaves a commit
+            to the OS until the next checkpoint.
         """
         self._writer = create_async_engine(
             url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0, pool_timeout=POOL_TIMEOUT
@@ -101,7 +105,7 @@ class Database:
         self._reader = create_async_engine(
             url, poolclass=AsyncAdaptedQueuePool, pool_size=READERS, max_overflow=0, pool_timeout=POOL_TIMEOUT
         )
-        _setup_writer(self._writer, self)
+        _setup_writer(self._writer, self, synchronous)
         _setup_reader(self._reader)
         self._sessions = async_sessionmaker(self._writer, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self._reader, expire_on_commit=False)
@@ -204,7 +208,7 @@ def _begin(conn: Any, statement: str) -> None:
     conn.connection.dbapi_connection.run_async(lambda driver: driver.execute(statement))
 
 
-def _setup_writer(engine: AsyncEngine, database: Database) -> None:
+def _setup_writer(engine: AsyncEngine, database: Database, synchronous: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver, so that "begin" below decides.
@@ -213,7 +217,7 @@ def _setup_writer(engine: AsyncEngine, database: Database) -> None:
             dbapi_connection,
             f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
             "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",
+            f"PRAGMA synchronous={synchronous}",
             "PRAGMA foreign_keys=ON",
         )
 

@@ -24,6 +24,17 @@ class Runtime:
         #: Set once a fault means the process must not go on serving.
         self.fatal: str | None = None
         self.on_fatal: Callable[[], None] | None = None
+        #: Checks re-run on every ``/ready``, by problem key: each returns a reason, or ``None`` when fine.
+        self.probes: dict[str, Callable[[], str | None]] = {}
+
+    def probe(self) -> None:
+        """Run every probe, recording or clearing the problem under its key."""
+        for key, check in self.probes.items():
+            reason = check()
+            if reason is None:
+                self.problems.pop(key, None)
+            else:
+                self.problems[key] = reason
 
     def reasons(self) -> list[str]:
         """Why the app is not ready; empty when it is."""

@@ -13,8 +13,9 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -64,6 +65,16 @@ class RunnerSettings(BaseSettings):
     body_timeout: float = Field(30.0, gt=0)
     #: Nesting of arrays and objects a JSON value in a request may have; deeper is refused with 422.
     max_json_depth: int = Field(32, gt=0)
+    #: SQLite's ``synchronous``: ``FULL`` syncs every commit to disk before it is acknowledged;
+    #: ``NORMAL`` is faster but an OS crash or a failing disk loses acknowledged writes.
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    #: Seconds ``serve`` waits for another runner to release the data dir before it exits 2.
+    lock_wait: float = Field(15.0, ge=0)
+
+    @field_validator("synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 def load_settings(**overrides: object) -> RunnerSettings:

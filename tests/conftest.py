@@ -170,8 +170,18 @@ class Served:
         return self.proc.wait(timeout)
 
 
+#: The master token ``start_server`` configures unless the test configures its own.
+SERVE_TOKEN = "serve-test-token"
+
+
 def start_server(args: list[str], sites: list[Path], log: Path, wait: bool = True, **env: str) -> Served:
-    """Start ``base-runner serve`` on a free loopback port; by default wait for ``/health``."""
+    """Start ``base-runner serve`` on a free loopback port; by default wait for ``/health``.
+
+    Without a token of the test's own (``CHALLENGE_SHARED_TOKEN[_FILE]``) it
+    gets :data:`SERVE_TOKEN`, as the master always mounts one.
+    """
+    if "CHALLENGE_SHARED_TOKEN" not in env and "CHALLENGE_SHARED_TOKEN_FILE" not in env:
+        env["CHALLENGE_SHARED_TOKEN"] = SERVE_TOKEN
     port = free_port()
     with log.open("w") as out:
         proc = subprocess.Popen(

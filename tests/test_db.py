@@ -16,7 +16,18 @@ async def test_connection_settings(challenge_app) -> None:
             name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
             for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
         }
-    assert pragmas == {"journal_mode": "wal", "synchronous": 1, "busy_timeout": 10_000, "foreign_keys": 1}
+    # synchronous 2 is FULL: every commit is on disk before it is acknowledged.
+    assert pragmas == {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 10_000, "foreign_keys": 1}
+
+
+class TestNormalSync:
+    @pytest.fixture
+    def challenge_settings(self, challenge_settings):
+        return challenge_settings.model_copy(update={"synchronous": "NORMAL"})
+
+    async def test_normal_is_an_opt_in(self, challenge_app) -> None:
+        async with database.engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 1
 
 
 async def test_readonly_session_cannot_write(challenge_app) -> None:
