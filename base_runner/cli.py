@@ -44,6 +44,7 @@ def serve(challenge: str | None, host: str | None, port: int | None, data_dir: P
 
     from .app import create_app, serving
     from .datadir import DataDirLock
+    from .connections import ConnectionLimits, open_files_cap, protocol_class
 
     configure_logging(debug)
     settings, loaded = start(challenge, host=host, port=port, data_dir=data_dir)
@@ -59,6 +60,15 @@ def serve(challenge: str | None, host: str | None, port: int | None, data_dir: P
             access_log=settings.access_log or debug,
             # Under Swarm's default 10 s stop grace period, leaving time to checkpoint the WAL.
             timeout_graceful_shutdown=8,
+            http=protocol_class(
+                ConnectionLimits(
+                    max_header_bytes=settings.max_header_bytes,
+                    max_headers=settings.max_headers,
+                    header_timeout=settings.header_timeout,
+                    max_connections=open_files_cap(settings.max_connections),
+                )
+            ),
+            timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
         )
     )
     runtime = app.state.runtime

@@ -63,6 +63,16 @@ class RunnerSettings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     #: Seconds a request may take to send its whole body, from the end of its headers; then 408.
     body_timeout: float = Field(30.0, gt=0)
+    #: Bytes of a request's line and headers together; more is refused with 431.
+    max_header_bytes: int = Field(32 * 1024, ge=1024)
+    #: Header lines a request may carry; more is refused with 431.
+    max_headers: int = Field(100, gt=0)
+    #: Seconds a connection may take to send a request's line and headers; then 408 and closed.
+    header_timeout: float = Field(10.0, gt=0)
+    #: Seconds an idle keep-alive connection is kept open between requests (uvicorn's ``timeout_keep_alive``).
+    keep_alive_timeout: float = Field(5.0, gt=0)
+    #: Open connections; beyond it the oldest one still waiting for its headers is closed.
+    max_connections: int = Field(1000, gt=0)
     #: Nesting of arrays and objects a JSON value in a request may have; deeper is refused with 422.
     max_json_depth: int = Field(32, gt=0)
     #: SQLite's ``synchronous``: ``FULL`` syncs every commit to disk before it is acknowledged;

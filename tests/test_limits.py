@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import socket
+import subprocess
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from conftest import BASE_RUNNER, clean_env, free_port
 
 TOKEN = "limits-token"
 MASTER = {"Authorization": f"Bearer {TOKEN}", "X-Base-Challenge-Slug": "bounty"}
@@ -137,3 +141,99 @@ def test_a_body_that_trickles_in_is_cut_off(bounty) -> None:
     assert status_of(response) == 408
     assert b"body_timeout" in response
     assert elapsed < 5
+
+
+def test_headers_past_their_size_or_count_are_refused_with_431(bounty) -> None:
+    served = bounty()
+    for head, error in [
+        (b"GET /projects HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 64 * 1024 + b"\r\n\r\n", b"headers_too_large"),
+        (
+            b"GET /projects HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % n for n in range(200)) + b"\r\n",
+            b"too_many_headers",
+        ),
+    ]:
+        with connect(served.url) as sock:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(head)
+            response = read_response(sock)
+        assert status_of(response) == 431, response[:300]
+        assert error in response
+    # A head just under both limits, in several reads, and a body in the same read as the head, still pass.
+    with connect(served.url) as sock:
+        head = b"GET /projects HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"a" * 30000 + b"\r\n"
+        sock.sendall(head[:10000])
+        time.sleep(0.1)
+        sock.sendall(head[10000:] + b"".join(b"X-%d: 1\r\n" % n for n in range(90)) + b"\r\n")
+        assert status_of(read_response(sock)) == 200
+    with served.client() as client:
+        body = '{"project_id": "p", "title": "t", "description": "' + "d" * 200_000 + '"}'
+        response = client.post(
+            "/admin/projects",
+            content=body,
+            headers={"X-Owner-Token": "owner-token", "Content-Type": "application/json"},
+        )
+        assert response.status_code == 200
+
+
+def test_a_head_that_trickles_in_is_answered_408_and_an_idle_connection_closed(bounty) -> None:
+    served = bounty(CHALLENGE_HEADER_TIMEOUT="1")
+    with connect(served.url) as idle, connect(served.url) as slow:
+        slow.sendall(b"GET /projects HTTP/1.1\r\nHost: x\r\n")
+        began = time.monotonic()
+        response = read_response(slow)
+        assert status_of(response) == 408 and b"CHALLENGE_HEADER_TIMEOUT" in response
+        assert read_response(idle) == b""
+        assert time.monotonic() - began < 5
+
+
+def test_a_flood_of_half_sent_connections_does_not_lock_others_out(sites: dict[str, Path], tmp_path: Path) -> None:
+    """300 connections that never finish their headers, against a process that may open 256 files."""
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [BASE_RUNNER, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path)],
+        env=clean_env([sites["example"]], CHALLENGE_HEADER_TIMEOUT="60"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)),
+    )
+    url = f"http://127.0.0.1:{port}"
+    held: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "serve.log").read_text()
+                time.sleep(0.1)
+        for _ in range(300):
+            sock = connect(url)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            held.append(sock)
+        began = time.monotonic()
+        for _ in range(5):
+            with httpx.Client(base_url=url, timeout=5) as client:
+                assert client.post("/submissions", json={"hotkey": "5A", "score": 1}).status_code == 201
+        served_in = time.monotonic() - began
+        open_now = sum(1 for sock in held if _still_open(sock))
+    finally:
+        for sock in held:
+            sock.close()
+        proc.terminate()
+        proc.wait(20)
+        log.close()
+    assert served_in < 10
+    assert open_now <= 256 - 64
+    assert "at most 192 connections are kept open" in (tmp_path / "serve.log").read_text()
+
+
+def _still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
