@@ -43,8 +43,8 @@ def serve(challenge: str | None, host: str | None, port: int | None, data_dir: P
     import uvicorn
 
     from .app import create_app, serving
-    from .datadir import DataDirLock
     from .connections import ConnectionLimits, open_files_cap, protocol_class
+    from .datadir import DataDirLock
 
     configure_logging(debug)
     settings, loaded = start(challenge, host=host, port=port, data_dir=data_dir)
