@@ -24,6 +24,7 @@ from .plugins import LoadedChallenge, routers_of
 from .runtime import Runtime
 from .settings import RunnerSettings, database_url
 from .storable import guard_routes
+from .unsaved import UnsavedChanges
 from .weights import WeightsCache, compute
 from .weights_routes import weights_endpoints
 
@@ -134,6 +135,7 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.add_middleware(UnsavedChanges, slug=slug, db=db)
     runtime.probes["auth:token"] = lambda: token_problem(auth)
     app.state.challenge = loaded
     app.state.weights = cache

@@ -18,8 +18,8 @@ Sessions opened with ``readonly=True`` use a separate small pool of
 need no lock: ``get_weights``, reports, pages.
 
 Do not open a second session while the first holds a transaction: with one
-writer connection the second waits for the first forever (it times out after
-``POOL_TIMEOUT`` seconds with an error that says so).
+writer connection the second waits for the first (after ``POOL_TIMEOUT``
+seconds it raises :class:`WriterBusy`, which names the holder).
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import event, inspect
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -49,6 +51,16 @@ BUSY_TIMEOUT_MS = 10_000
 POOL_TIMEOUT = 30
 #: Read-only connections that run beside the writer.
 READERS = 4
+#: What holds the writer when a session takes it: the request (``POST /path``) set by the
+#: response guard of :mod:`base_runner.unsaved`, else the task.
+holder_name: ContextVar[str | None] = ContextVar("base_runner_writer_holder", default=None)
+#: The sessions :meth:`Database.session_dependency` opened for the current request, when a
+#: response guard collects them.
+request_sessions: ContextVar[list[AsyncSession] | None] = ContextVar("base_runner_request_sessions", default=None)
+
+
+class WriterBusy(RuntimeError):
+    """A session waited ``POOL_TIMEOUT`` seconds for the writer connection, which another session holds."""
 
 
 class _CancelledReset(logging.Filter):
@@ -89,6 +101,10 @@ class Database:
         self._read_sessions: async_sessionmaker[AsyncSession] | None = None
         #: Bumped by every commit that changed a row; caches compare it.
         self.generation = 0
+        #: Whether the writer's open transaction changed a row that is not committed yet.
+        self.writes_pending = False
+        #: Who holds the writer connection now, for :class:`WriterBusy`'s message.
+        self.writer_holder: str | None = None
 
     def configure(self, url: str, synchronous: str = "FULL") -> None:
         """Point the database at ``url`` (an ``sqlite+aiosqlite`` file URL).
@@ -140,6 +156,14 @@ class Database:
         async with factory() as session:
             try:
                 yield session
+            except PoolTimeout as exc:
+                if readonly:
+                    raise
+                holder = self.writer_holder or "another session"
+                raise WriterBusy(
+                    f"waited {POOL_TIMEOUT} s for the writer connection, which {holder} still holds: commit or "
+                    "close a session before opening another, and keep work that waits outside a transaction"
+                ) from exc
             finally:
                 if session.new or session.dirty or session.deleted:
                     log.warning(
@@ -151,9 +175,20 @@ class Database:
         """FastAPI dependency: a session for one request, safe to write through.
 
         ``Annotated[AsyncSession, Depends(database.session_dependency)]``.
+        A request that ends with changes it did not commit is answered 500
+        (see :mod:`base_runner.unsaved`).
         """
         async with self.session() as session:
+            sessions = request_sessions.get()
+            if sessions is not None:
+                sessions.append(session)
             yield session
+
+    def unsaved(self, session: AsyncSession) -> bool:
+        """Whether ``session`` holds changes it never committed: added, or flushed in its transaction."""
+        if session.new or session.dirty or session.deleted:
+            return True
+        return session.bind is self._writer and session.in_transaction() and self.writes_pending
 
     async def readonly_session_dependency(self) -> AsyncIterator[AsyncSession]:
         """FastAPI dependency: a read-only session that never waits for writers."""
@@ -209,6 +244,15 @@ def _begin(conn: Any, statement: str) -> None:
 
 
 def _setup_writer(engine: AsyncEngine, database: Database, synchronous: str) -> None:
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def on_checkout(*_args: Any) -> None:
+        task = asyncio.current_task()
+        database.writer_holder = holder_name.get() or (f"the task {task.get_name()!r}" if task else None)
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def on_checkin(*_args: Any) -> None:
+        database.writer_holder = None
+
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver, so that "begin" below decides.
@@ -229,14 +273,17 @@ def _setup_writer(engine: AsyncEngine, database: Database, synchronous: str) -> 
     def on_execute(conn: Any, cursor: Any, *_args: Any) -> None:
         if cursor.rowcount > 0:
             conn.info["changed"] = True
+            database.writes_pending = True
 
     @event.listens_for(engine.sync_engine, "commit")
     def on_commit(conn: Any) -> None:
+        database.writes_pending = False
         if conn.info.pop("changed", False):
             database.generation += 1
 
     @event.listens_for(engine.sync_engine, "rollback")
     def on_rollback(conn: Any) -> None:
+        database.writes_pending = False
         # A statement cancelled mid-flight (a worker stopped at shutdown)
         # invalidates the connection, and reading ``info`` then raises
         # PendingRollbackError over the CancelledError. Its DBAPI connection,
