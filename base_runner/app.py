@@ -21,6 +21,7 @@ from .db import Database, database, has_wal_reset_bug, sqlite_version
 from .errors import describe
 from .limits import BodyLimits, RequestLimits, RequestRefused
 from .plugins import LoadedChallenge, routers_of
+from .push import start_pushing
 from .runtime import Runtime
 from .settings import RunnerSettings, database_url
 from .storable import guard_routes
@@ -120,6 +121,9 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
                 for context in loaded.pm.hook.lifespan(app=app):
                     if context is not None:
                         await stack.enter_async_context(context)
+                if settings.master_base_url is not None:
+                    # After the challenge's own lifespan, so get_weights has what it needs; stopped before it.
+                    await stack.enter_async_context(start_pushing(settings, slug, cache, auth, runtime))
                 runtime.started = True
                 yield
                 runtime.started = False
@@ -201,9 +205,11 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
                 await db.ping()
             except Exception as exc:
                 reasons = [f"the database does not answer: {describe(exc)}"]
+        # The optional parts (the pusher), shown but never deciding readiness.
+        checks = {"checks": runtime.checks} if runtime.checks else {}
         if reasons:
-            return JSONResponse({"status": "not_ready", "reasons": reasons}, status_code=503)
-        return JSONResponse({"status": "ready"})
+            return JSONResponse({"status": "not_ready", "reasons": reasons, **checks}, status_code=503)
+        return JSONResponse({"status": "ready", **checks})
 
     for router in routers:
         guard_routes(router, settings.max_json_depth)

@@ -26,6 +26,8 @@ class Runtime:
         self.on_fatal: Callable[[], None] | None = None
         #: Checks re-run on every ``/ready``, by problem key: each returns a reason, or ``None`` when fine.
         self.probes: dict[str, Callable[[], str | None]] = {}
+        #: The state of each part that never decides readiness (the pusher), by name; each has a ``status``.
+        self.checks: dict[str, dict[str, object]] = {}
 
     def probe(self) -> None:
         """Run every probe, recording or clearing the problem under its key."""
@@ -35,6 +37,10 @@ class Runtime:
                 self.problems.pop(key, None)
             else:
                 self.problems[key] = reason
+
+    def report(self, name: str, state: dict[str, object]) -> None:
+        """Record the state of the optional part ``name``: ``status`` ``ok`` or ``degraded``, and its details."""
+        self.checks[name] = {**state, "required": False}
 
     def reasons(self) -> list[str]:
         """Why the app is not ready; empty when it is."""

@@ -14,6 +14,7 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +81,27 @@ class RunnerSettings(BaseSettings):
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     #: Seconds ``serve`` waits for another runner to release the data dir before it exits 2.
     lock_wait: float = Field(15.0, ge=0)
+    #: The 3.1 master's URL, for example ``http://master:8080``; when set, weights are pushed to it.
+    master_base_url: str | None = None
+    #: Seconds per epoch: must equal the master's ``epoch_interval_seconds``.
+    epoch_seconds: int = Field(360, ge=1)
+    #: Seconds between the pusher's looks at the weights; a new revision is pushed only when they changed.
+    push_interval: float = Field(30.0, gt=0)
+    #: Seconds a pushed snapshot stays valid (its ``expires_at``); a retry past it sends a new snapshot.
+    push_snapshot_lifetime: int = Field(600, ge=1)
+
+    @field_validator("master_base_url")
+    @classmethod
+    def _master_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, for example http://master:8080")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or a fragment")
+        return value
 
     @field_validator("synchronous", mode="before")
     @classmethod
