@@ -26,7 +26,7 @@ from .runtime import Runtime
 from .settings import RunnerSettings, database_url
 from .storable import guard_routes
 from .unsaved import UnsavedChanges
-from .weights import WeightsCache, compute
+from .weights import WeightsCache, call_get_weights
 from .weights_routes import weights_endpoints
 
 log = logging.getLogger("base_runner")
@@ -86,9 +86,10 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
     auth = MasterAuth(slug=slug, token=settings.shared_token, token_file=settings.shared_token_file)
     cache = WeightsCache(
         slug,
-        compute=lambda: compute(loaded, settings.weights_timeout),
+        compute=lambda: call_get_weights(loaded),
         generation=lambda: db.generation,
         ttl=settings.weights_ttl,
+        timeout=settings.weights_timeout,
     )
 
     async def check_schema(at_startup: bool) -> None:
@@ -128,6 +129,7 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
                 yield
                 runtime.started = False
         finally:
+            await cache.close()
             await db.close()
 
     app = RunnerApp(

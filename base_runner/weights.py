@@ -97,27 +97,41 @@ def validate(raw: object, challenge: str) -> Validated:
     return result
 
 
-async def compute(loaded: LoadedChallenge, timeout: float) -> Validated:
-    """Call the challenge's ``get_weights`` within ``timeout`` seconds and validate the result."""
+async def call_get_weights(loaded: LoadedChallenge) -> Validated:
+    """Call the challenge's ``get_weights``, however long it takes, and validate the result.
+
+    A plain ``def`` runs in a worker thread, off the event loop. Raises
+    :class:`WeightsError` naming the challenge when it raises.
+    """
     name = loaded.name
     impl = loaded.pm.hook.get_weights.get_hookimpls()[-1].function
     try:
         if inspect.iscoroutinefunction(impl):
-            raw = await asyncio.wait_for(loaded.pm.hook.get_weights(), timeout)
+            raw = await loaded.pm.hook.get_weights()
         else:
-            # A plain function may block: keep it off the event loop.
-            raw = await asyncio.wait_for(asyncio.to_thread(loaded.pm.hook.get_weights), timeout)
-    except TimeoutError:
-        log.error("challenge %s: get_weights ran past its %gs timeout", name, timeout)
-        raise WeightsError(
-            f"challenge {name}: get_weights ran past its {timeout:g}s timeout (CHALLENGE_WEIGHTS_TIMEOUT)", 504
-        ) from None
+            raw = await asyncio.to_thread(loaded.pm.hook.get_weights)
     except Exception as exc:
         message = f"challenge {name}: get_weights raised {describe(exc)}"
         log.error("%s", message)
         log.debug("get_weights of %s raised", name, exc_info=exc)
         raise WeightsError(message) from exc
     return validate(raw, name)
+
+
+def timed_out(challenge: str, timeout: float, detail: str = "") -> WeightsError:
+    """The 504 for a ``get_weights`` that ran past ``timeout``."""
+    log.error("challenge %s: get_weights ran past its %gs timeout%s", challenge, timeout, detail)
+    return WeightsError(
+        f"challenge {challenge}: get_weights ran past its {timeout:g}s timeout (CHALLENGE_WEIGHTS_TIMEOUT){detail}", 504
+    )
+
+
+async def compute(loaded: LoadedChallenge, timeout: float) -> Validated:
+    """Call the challenge's ``get_weights`` within ``timeout`` seconds (cancelled past it) and validate the result."""
+    try:
+        return await asyncio.wait_for(call_get_weights(loaded), timeout)
+    except TimeoutError:
+        raise timed_out(loaded.name, timeout) from None
 
 
 def serialize(slug: str, validated: Validated, now: float | None = None) -> bytes:
@@ -173,8 +187,11 @@ def body_problems(body: object, slug: str | None = None) -> list[str]:
 class WeightsCache:
     """Serialized weights, recomputed only after a committed write or when ``ttl`` runs out.
 
-    Single-flight: concurrent callers that find the cache stale wait for one
-    computation instead of each running ``get_weights``.
+    Single-flight: at most one ``get_weights`` runs at a time, and every
+    caller that finds the cache stale waits for that one computation and
+    shares its result or its failure. A caller waits ``timeout`` seconds at
+    most (then 504); the computation is never cancelled for it, but goes on
+    in the background, and the caller after it gets its result.
     """
 
     def __init__(
@@ -183,12 +200,15 @@ class WeightsCache:
         compute: Callable[[], Awaitable[Validated]],
         generation: Callable[[], int],
         ttl: float | None,
+        timeout: float,
     ) -> None:
         self._slug = slug
         self._compute = compute
         self._generation = generation
         self._ttl = ttl
-        self._lock = asyncio.Lock()
+        self._timeout = timeout
+        self._flight: asyncio.Task[bytes] | None = None
+        self._flight_started = 0.0
         self._body: bytes | None = None
         self._body_generation = -1
         self._computed_at = 0.0
@@ -201,16 +221,39 @@ class WeightsCache:
         return self._body
 
     async def body(self) -> bytes:
-        """The current body; computes it when stale."""
+        """The current body; computes it when stale, or joins the computation under way."""
         body = self._fresh()
         if body is not None:
             return body
-        async with self._lock:
-            body = self._fresh()
-            if body is not None:
-                return body
-            # Read before computing: a write during the computation leaves the result stale.
-            generation = self._generation()
+        flight = self._flight
+        if flight is None:
+            flight = self._flight = asyncio.create_task(self._fly(), name=f"{self._slug}:get_weights")
+            self._flight_started = time.monotonic()
+            # Retrieved here, so a failure that every caller gave up waiting for is not reported twice.
+            flight.add_done_callback(lambda task: task.cancelled() or task.exception())
+        try:
+            return await asyncio.wait_for(asyncio.shield(flight), self._timeout)
+        except TimeoutError:
+            running = time.monotonic() - self._flight_started
+            raise timed_out(
+                self._slug,
+                self._timeout,
+                f"; it has run for {running:.1f}s and goes on in the background, for the next call to use",
+            ) from None
+
+    async def _fly(self) -> bytes:
+        # Read before computing: a write during the computation leaves the result stale.
+        generation = self._generation()
+        try:
             body = serialize(self._slug, await self._compute())
-            self._body, self._body_generation, self._computed_at = body, generation, time.monotonic()
-            return body
+        finally:
+            self._flight = None
+        self._body, self._body_generation, self._computed_at = body, generation, time.monotonic()
+        return body
+
+    async def close(self) -> None:
+        """Cancel a computation still under way (at shutdown)."""
+        flight = self._flight
+        if flight is not None:
+            flight.cancel()
+            await asyncio.gather(flight, return_exceptions=True)

@@ -1,0 +1,64 @@
+"""A slow get_weights under real ``serve`` processes: one computation, shared by every caller."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def call_all(url: str, callers: int) -> list[tuple[int, float, dict]]:
+    """``callers`` concurrent GET /weights: (status, seconds it took, body) each."""
+
+    def one(_: int) -> tuple[int, float, dict]:
+        began = time.monotonic()
+        response = httpx.get(url + "/weights", timeout=30)
+        return response.status_code, time.monotonic() - began, response.json()
+
+    with ThreadPoolExecutor(callers) as pool:
+        return list(pool.map(one, range(callers)))
+
+
+@pytest.mark.parametrize("plain", ["0", "1"], ids=["async", "plain-def"])
+def test_five_callers_share_one_slow_computation(sites: dict[str, Path], tmp_path: Path, server, plain: str) -> None:
+    served = server(
+        ["--challenge", "faults", "--data-dir", str(tmp_path)],
+        [sites["testbed"]],
+        CHALLENGE_FAULTS_WEIGHTS="sleep:5",
+        CHALLENGE_FAULTS_PLAIN=plain,
+        CHALLENGE_WEIGHTS_TIMEOUT="1.5",
+    )
+    began = time.monotonic()
+    first = call_all(served.url, 5)
+    assert [status for status, _, _ in first] == [504] * 5
+    # Each waited its own timeout, not a multiple of it.
+    assert all(1.4 < took < 4 for _, took, _ in first), first
+    assert "goes on in the background" in first[0][2]["detail"]
+    # Callers during the computation join it; they never start another.
+    assert [status for status, _, _ in call_all(served.url, 3)] == [504] * 3
+    time.sleep(max(0.0, 5.5 - (time.monotonic() - began)))
+    status, took, body = call_all(served.url, 1)[0]
+    assert status == 200 and took < 1, (status, took, body)
+    assert body["weights"] == {"5Faults": 1.0}
+    calls = httpx.get(served.url + "/weights-calls").json()
+    assert calls == {"started": 1, "running": 0, "most": 1}
+    assert served.stop() == 0
+
+
+def test_a_failure_is_shared_by_the_callers_that_waited(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    served = server(
+        ["--challenge", "faults", "--data-dir", str(tmp_path)], [sites["testbed"]], CHALLENGE_FAULTS_WEIGHTS="fail:1"
+    )
+    results = call_all(served.url, 5)
+    assert [status for status, _, _ in results] == [500] * 5
+    assert {body["detail"] for _, _, body in results} == {
+        "challenge faults: get_weights raised RuntimeError: the scoring backend is down"
+    }
+    assert httpx.get(served.url + "/weights-calls").json()["started"] == 1
+    # Not cached: the next caller tries again.
+    assert call_all(served.url, 1)[0][0] == 500
+    assert httpx.get(served.url + "/weights-calls").json()["started"] == 2
+    assert served.stop() == 0
