@@ -19,8 +19,17 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .cli_options import challenge_option, configure_logging, data_dir_option, debug_option, reports_errors, start
+from .cli_options import (
+    challenge_option,
+    configure_logging,
+    data_dir_option,
+    debug_option,
+    reports_errors,
+    start,
+    weights_once,
+)
 from .db_commands import db
+from .push_commands import push
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,30 +130,18 @@ def plugins(as_json: bool, probe: str | None) -> None:
 @reports_errors
 def weights(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     """Compute the weights once and print the JSON body the master would get."""
-    import asyncio
-
-    from .db import database
-    from .weights import WeightsError, compute, serialize
+    from .weights import WeightsError, serialize
 
     configure_logging(debug)
     settings, loaded = start(challenge, data_dir=data_dir)
-
-    async def once() -> tuple[bytes, int]:
-        try:
-            await database.create_all()
-            validated = await compute(loaded, settings.weights_timeout)
-        finally:
-            await database.close()
-        return serialize(loaded.name, validated), len(validated.dropped)
-
     try:
-        body, dropped = asyncio.run(once())
+        validated = weights_once(settings, loaded)
     except WeightsError as exc:
         click.echo(f"base-runner: error: {exc}", err=True)
         sys.exit(1)
-    click.echo(body.decode())
-    if dropped:
-        click.echo(f"base-runner: dropped {dropped} invalid entries (see the warnings above)", err=True)
+    click.echo(serialize(loaded.name, validated).decode())
+    if validated.dropped:
+        click.echo(f"base-runner: dropped {len(validated.dropped)} invalid entries (see the warnings above)", err=True)
 
 
 @main.command()
@@ -202,3 +199,4 @@ def check(challenge: str | None, debug: bool) -> None:
 
 
 main.add_command(db)
+main.add_command(push)

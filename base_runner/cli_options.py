@@ -23,6 +23,7 @@ from .errors import RunnerError
 if TYPE_CHECKING:
     from .plugins import LoadedChallenge
     from .settings import RunnerSettings
+    from .weights import Validated
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,3 +78,23 @@ def start(challenge: str | None, **options: Any) -> tuple[RunnerSettings, Loaded
     database_url(settings)  # refuse a bad URL before any challenge code runs
     bind(settings)
     return settings, load(select(challenge))
+
+
+def weights_once(settings: RunnerSettings, loaded: LoadedChallenge) -> Validated:
+    """Run the challenge's ``get_weights`` once, validated, with its tables created; the database closed after.
+
+    Raises :class:`~base_runner.weights.WeightsError` when the challenge fails.
+    """
+    import asyncio
+
+    from .db import database
+    from .weights import compute
+
+    async def once() -> Validated:
+        try:
+            await database.create_all()
+            return await compute(loaded, settings.weights_timeout)
+        finally:
+            await database.close()
+
+    return asyncio.run(once())

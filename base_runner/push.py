@@ -427,20 +427,26 @@ class Pusher:
 
     async def state(self) -> dict[str, object]:
         """What ``/ready`` shows: the last acknowledgement, what is pending, the last error."""
-        acked: Push | None = await self._db(self.store.last_acknowledged)  # type: ignore[assignment]
-        pending: Push | None = await self._db(self.store.pending)  # type: ignore[assignment]
         last = self.last
         healthy = last is None or last.ok
         return {
             "status": "ok" if healthy else "degraded",
             "master": self.master,
-            "epoch": acked.epoch if acked else None,
-            "revision": acked.revision if acked else None,
-            "snapshot_id": acked.snapshot_id if acked else None,
-            "pending": pending.view() if pending else None,
+            **await self._db(ledger, self.store),  # type: ignore[dict-item]
             "last_outcome": last.outcome if last else None,
             "error": None if healthy or last is None else last.detail,
         }
+
+
+def ledger(store: PushStore) -> dict[str, object]:
+    """What the ledger says: the last acknowledged epoch, revision and snapshot, and what is pending."""
+    acked, pending = store.last_acknowledged(), store.pending()
+    return {
+        "epoch": acked.epoch if acked else None,
+        "revision": acked.revision if acked else None,
+        "snapshot_id": acked.snapshot_id if acked else None,
+        "pending": pending.view() if pending else None,
+    }
 
 
 @asynccontextmanager

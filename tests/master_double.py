@@ -23,7 +23,7 @@ import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -147,7 +147,7 @@ class MasterDouble:
         return self.received
 
     def now(self) -> float:
-        return datetime.now(timezone.utc).timestamp() + self.skew
+        return datetime.now(UTC).timestamp() + self.skew
 
     # -- the ingress -----------------------------------------------------------------------------
 
@@ -220,7 +220,13 @@ class MasterDouble:
                     raise Refused(409, "conflicting raw weight payload")
                 return self._ack(slug, known, idempotent=True)
             snapshot = Snapshot(
-                str(uuid.uuid4()), epoch, revision, payload["nonce"], body_hash, payload["payload_digest"], payload["weights"]
+                str(uuid.uuid4()),
+                epoch,
+                revision,
+                payload["nonce"],
+                body_hash,
+                payload["payload_digest"],
+                payload["weights"],
             )
             self.snapshots[(slug, epoch, revision)] = snapshot
             self.nonces[(slug, payload["nonce"])] = snapshot
@@ -236,7 +242,8 @@ class MasterDouble:
         weights = payload["weights"]
         checks = [
             payload["protocol_version"] == "1.0",
-            isinstance(payload["challenge_slug"], str) and re.fullmatch(r"[a-z0-9][a-z0-9-]*", payload["challenge_slug"]),
+            isinstance(payload["challenge_slug"], str)
+            and re.fullmatch(r"[a-z0-9][a-z0-9-]*", payload["challenge_slug"]),
             type(payload["epoch"]) is int and payload["epoch"] >= 0,
             type(payload["revision"]) is int and payload["revision"] >= 1,
             isinstance(payload["nonce"], str) and 1 <= len(payload["nonce"]) <= 256,
@@ -261,7 +268,7 @@ class MasterDouble:
         # The digest, from the protocol's words: every other field, sorted keys, "," and ":", times as UTC ...Z.
         fields = {k: v for k, v in payload.items() if k != "payload_digest"}
         for name in ("computed_at", "expires_at"):
-            moment = datetime.fromisoformat(fields[name].replace("Z", "+00:00")).astimezone(timezone.utc)
+            moment = datetime.fromisoformat(fields[name].replace("Z", "+00:00")).astimezone(UTC)
             fields[name] = moment.isoformat().replace("+00:00", "Z")
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         if hashlib.sha256(canonical).hexdigest() != payload["payload_digest"]:

@@ -54,7 +54,9 @@ def test_the_body_is_the_canonical_json_with_its_digest() -> None:
 
 
 def test_the_signature_covers_method_path_slug_timestamp_and_body() -> None:
-    assert protocol.signature(token="t0k", path=PATH, slug="demo", timestamp=1700000000, body=BODY.encode()) == SIGNATURE
+    assert (
+        protocol.signature(token="t0k", path=PATH, slug="demo", timestamp=1700000000, body=BODY.encode()) == SIGNATURE
+    )
     sent = protocol.headers(token="t0k", path=PATH, slug="demo", timestamp=1700000000, body=BODY.encode())
     assert sent["X-Signature"] == SIGNATURE
     assert sent["X-Timestamp"] == "1700000000"
@@ -66,7 +68,13 @@ def test_the_signature_covers_method_path_slug_timestamp_and_body() -> None:
 def test_any_change_to_a_field_changes_the_digest() -> None:
     digests = {
         json.loads(b)["payload_digest"]
-        for b in (body(), body(revision=2), body(nonce="n-2"), body(weights={"5Gb": 3.0, "5Fa": 0.25}), body(lifetime=60))
+        for b in (
+            body(),
+            body(revision=2),
+            body(nonce="n-2"),
+            body(weights={"5Gb": 3.0, "5Fa": 0.25}),
+            body(lifetime=60),
+        )
     }
     assert len(digests) == 5
 
