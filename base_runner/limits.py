@@ -127,12 +127,13 @@ class RequestLimits:
         except AuthFailure as failure:
             await RequestRefused(failure.status_code, failure.error, failure.detail).answer(send)
             return
-        started = False
+        started = answered = False
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, answered
             started = True
             await send(message)
+            answered = message["type"] == "http.response.body" and not message.get("more_body", False)
 
         try:
             await self._app(scope, self._bounded(receive), tracking_send)
@@ -141,6 +142,11 @@ class RequestLimits:
             if started:
                 raise
             await refused.answer(send)
+        except Exception:
+            # Starlette re-raises what its error handler has already logged and answered (a 500);
+            # passed on, uvicorn would log it again and drop the connection under a complete answer.
+            if not answered:
+                raise
 
     def _check_head(self, scope: Scope) -> None:
         headers = scope["headers"]

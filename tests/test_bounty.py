@@ -50,6 +50,12 @@ async def submit(client: httpx.AsyncClient, **fields: object) -> httpx.Response:
     return await client.post("/submissions", json={**WORK, **fields})
 
 
+async def bridge(master: httpx.AsyncClient, hotkey: str = "hotkey-a", **fields: object) -> httpx.Response:
+    """A submission the master bridged, with the hotkey whose signature it verified."""
+    work = {key: value for key, value in {**WORK, **fields}.items() if key != "miner_hotkey"}
+    return await master.post("/internal/v1/bridge/submissions", json=work, headers={"X-Base-Verified-Hotkey": hotkey})
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 15) -> None:
     deadline = time.monotonic() + seconds
     while not await check():
@@ -64,7 +70,8 @@ async def test_owner_reviews_submission_and_rewards_it(
     challenge_client: httpx.AsyncClient, master_client: httpx.AsyncClient
 ) -> None:
     await create_project(challenge_client)
-    submission = await submit(challenge_client)
+    # Through the master, as a hotkey must come to be rewarded (the original took the body's claim).
+    submission = await bridge(master_client)
     assert submission.status_code == 200
     submission_id = submission.json()["id"]
 
@@ -267,6 +274,27 @@ async def test_bridged_submission_takes_the_verified_hotkey(master_client: httpx
     assert forged.status_code == 401
 
 
+async def test_a_claimed_hotkey_is_marked_and_never_rewarded(
+    challenge_client: httpx.AsyncClient, master_client: httpx.AsyncClient
+) -> None:
+    await create_project(challenge_client)
+    claimed = await submit(challenge_client, miner_hotkey="5Victim")
+    assert claimed.status_code == 200 and claimed.json()["hotkey_verified"] is False
+    reward = await challenge_client.post(
+        f"/admin/submissions/{claimed.json()['id']}/reward", headers=OWNER, json={"weight": 1}
+    )
+    assert reward.status_code == 409 and "claimed, not verified" in reward.json()["detail"]
+    assert (await master_client.get("/internal/v1/get_weights")).json()["weights"] == {}
+    # The claim does not take the hash of the miner's own submission of the same work.
+    verified = await bridge(master_client, hotkey="5Victim")
+    assert verified.status_code == 200 and verified.json()["hotkey_verified"] is True
+    reward = await challenge_client.post(
+        f"/admin/submissions/{verified.json()['id']}/reward", headers=OWNER, json={"weight": 1}
+    )
+    assert reward.status_code == 200
+    assert (await master_client.get("/internal/v1/get_weights")).json()["weights"] == {"5Victim": 1.0}
+
+
 async def test_worker_completes_projects_past_their_deadline(challenge_client: httpx.AsyncClient) -> None:
     await create_project(challenge_client, "late", deadline_at="2000-01-01T00:00:00")
     await create_project(challenge_client, "open", deadline_at="2999-01-01T00:00:00+02:00")
@@ -318,7 +346,11 @@ def test_bounty_served_by_the_runner(sites: dict[str, Path], tmp_path: Path, ser
         assert client.post("/admin/projects", headers=owner, json=project).status_code == 200
         late = {**project, "project_id": "late", "deadline_at": "2000-01-01T00:00:00Z"}
         assert client.post("/admin/projects", headers=owner, json=late).status_code == 200
-        submission = client.post("/submissions", json=WORK).json()
+        master = {"Authorization": "Bearer master-token", "X-Base-Challenge-Slug": "bounty"}
+        bridged = {key: value for key, value in WORK.items() if key != "miner_hotkey"}
+        submission = client.post(
+            "/internal/v1/bridge/submissions", json=bridged, headers={**master, "X-Base-Verified-Hotkey": "hotkey-a"}
+        ).json()
         reward = client.post(f"/admin/submissions/{submission['id']}/reward", headers=owner, json={"weight": 3})
         assert reward.status_code == 200
         weights = client.get(

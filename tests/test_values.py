@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -107,15 +109,49 @@ def nested(depth: int) -> str:
     return '{"a": ' * depth + "1" + "}" * depth
 
 
-def test_a_deeply_nested_value_is_refused_and_the_listing_stays_readable(bounty) -> None:
+def test_the_bounty_bounds_metadata_and_its_listing_stays_readable(bounty) -> None:
     submission = '{"project_id": "p1", "github_url": "https://github.com/a/b", "miner_hotkey": "5M", "metadata": %s}'
     with bounty.client() as client:
-        response = post_raw(client, "/submissions", submission % nested(256))
-        assert response.status_code == 422, response.text
-        assert "CHALLENGE_MAX_JSON_DEPTH" in response.text
+        for metadata, reason in [(nested(256), "nested deeper than 8"), ('{"a": "%s"}' % ("x" * 20000), "larger than")]:
+            response = post_raw(client, "/submissions", submission % metadata)
+            assert response.status_code == 422, response.text
+            assert response.json()["detail"][0]["loc"] == ["body", "metadata"] and reason in response.text
         assert post_raw(client, "/submissions", submission % nested(8)).status_code == 200
         listing = client.get("/submissions")
         assert listing.status_code == 200 and len(listing.json()) == 1
+
+
+def test_the_runner_bounds_nesting_for_every_challenge(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    served = server(
+        ["--data-dir", str(tmp_path)],
+        [sites["bounty"]],
+        CHALLENGE_OWNER_TOKEN="owner-token",
+        CHALLENGE_MAX_JSON_DEPTH="4",
+    )
+    project = '{"project_id": "p1", "title": "P", "description": "d", "metadata": %s}'
+    with served.client() as client:
+        # Within the bounty's own bound of 8, past the runner's 4: the project counts as one level.
+        response = post_raw(client, "/admin/projects", project % nested(4), **OWNER)
+        assert response.status_code == 422, response.text
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body", "metadata", "a", "a", "a"] and "CHALLENGE_MAX_JSON_DEPTH" in error["msg"]
+        assert post_raw(client, "/admin/projects", project % nested(3), **OWNER).status_code == 200
+
+
+def test_a_stored_value_that_cannot_be_answered_is_a_clean_500(bounty, tmp_path: Path) -> None:
+    # A row as a runner without these bounds stored it: more levels than pydantic serializes.
+    with bounty.client() as client:
+        good = '{"project_id": "p1", "github_url": "https://github.com/a/b", "miner_hotkey": "5M"}'
+        assert post_raw(client, "/submissions", good).status_code == 200
+    with closing(sqlite3.connect(tmp_path / "challenge.sqlite3")) as db, db:
+        db.execute("UPDATE bounty_submissions SET metadata = ?", (nested(300),))
+    with bounty.client() as client:
+        listing = client.get("/submissions")
+        assert listing.status_code == 500
+        assert listing.json()["error"] == "internal_error"
+        assert client.get("/projects").status_code == 200
+    output = bounty.output()
+    assert "GET /submissions raised" in output
 
 
 def test_unprintable_hotkeys_never_reach_the_weights(example) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -73,6 +73,8 @@ class Submission(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_pk: Mapped[int] = mapped_column(ForeignKey("bounty_projects.id"), index=True)
     miner_hotkey: Mapped[str] = mapped_column(String(128), index=True)
+    #: True when the master verified the hotkey's signature; a public submission only claims it.
+    hotkey_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     name: Mapped[str] = mapped_column(String(160))
     github_url: Mapped[str] = mapped_column(Text)
     branch: Mapped[str | None] = mapped_column(String(160))

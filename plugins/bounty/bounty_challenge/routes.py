@@ -70,16 +70,20 @@ async def _set_emission(session: AsyncSession, **values: Any) -> Emission:
     return result.one()
 
 
-def content_hash(work: Work, hotkey: str) -> str:
-    """What makes two submissions the same: project, hotkey, URL, branch and commit."""
+def content_hash(work: Work, hotkey: str, verified: bool) -> str:
+    """What makes two submissions the same: project, hotkey (verified or claimed), URL, branch and commit.
+
+    A claim of a hotkey never takes the hash its verified submission will have.
+    """
     digest = hashlib.sha256()
-    for part in (work.project_id, hotkey, work.github_url, work.branch or "", work.commit_sha or ""):
+    claimed = "" if verified else "claimed"
+    for part in (work.project_id, hotkey, claimed, work.github_url, work.branch or "", work.commit_sha or ""):
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()
 
 
-async def _record(session: AsyncSession, work: Work, hotkey: str) -> SubmissionOut:
+async def _record(session: AsyncSession, work: Work, hotkey: str, verified: bool) -> SubmissionOut:
     project = await _project(session, work.project_id)
     # The deadline first: a project the closing worker completed still says why.
     if project.deadline_at is not None and utcnow() >= project.deadline_at:
@@ -89,12 +93,13 @@ async def _record(session: AsyncSession, work: Work, hotkey: str) -> SubmissionO
     submission = Submission(
         project=project,
         miner_hotkey=hotkey,
+        hotkey_verified=verified,
         name=work.name,
         github_url=work.github_url,
         branch=work.branch,
         commit_sha=work.commit_sha,
         description=work.description,
-        submission_hash=work.submission_hash or content_hash(work, hotkey),
+        submission_hash=work.submission_hash or content_hash(work, hotkey, verified),
         details=work.metadata,
         reviews=[],
     )
@@ -120,8 +125,8 @@ async def get_project(project_id: str, session: Reader) -> ProjectOut:
 
 @public.post("/submissions")
 async def submit(body: SubmissionIn, session: Writer) -> SubmissionOut:
-    """A submission whose hotkey is whatever the body says, as in the original."""
-    return await _record(session, body, body.miner_hotkey)
+    """A submission whose hotkey is whatever the body says, as in the original: stored unverified."""
+    return await _record(session, body, body.miner_hotkey, verified=False)
 
 
 @bridge.post("/internal/v1/bridge/submissions")
@@ -129,7 +134,7 @@ async def submit_bridged(
     body: Work, miner: Annotated[VerifiedHotkey, Depends(verified_hotkey)], session: Writer
 ) -> SubmissionOut:
     """A submission the master bridged: the hotkey is the one whose signature it verified."""
-    return await _record(session, body, miner.hotkey)
+    return await _record(session, body, miner.hotkey, verified=True)
 
 
 @public.get("/submissions")
@@ -199,6 +204,11 @@ async def set_emissions(body: EmissionsIn, session: Writer) -> list[EmissionOut]
 async def reward_submission(submission_id: int, body: RewardIn, session: Writer) -> EmissionOut:
     """Make the submission's miner's emission ``weight``, and mark the submission rewarded."""
     submission = await _submission(session, submission_id)
+    if not submission.hotkey_verified:
+        # Anyone can claim any hotkey on the public route: only the master's verification earns weight.
+        raise HTTPException(
+            409, "the submission's hotkey is claimed, not verified: only a submission the master bridged is rewarded"
+        )
     submission.status = "rewarded"
     emission = await _set_emission(
         session,

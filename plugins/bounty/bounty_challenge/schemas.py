@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,34 @@ def _as_utc(instant: datetime) -> datetime:
 #: An instant in UTC; one sent without a time zone is taken to be UTC.
 UTCInstant = Annotated[datetime, AfterValidator(_as_utc)]
 
+#: Nesting and JSON size a ``metadata`` object may have: it is stored, and answered back on every listing.
+METADATA_MAX_DEPTH = 8
+METADATA_MAX_BYTES = 16 * 1024
+
+
+def _depth(value: object) -> int:
+    """Levels of objects and arrays in ``value``; stops counting one past the maximum."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending and deepest <= METADATA_MAX_DEPTH:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _bounded(metadata: dict[str, Any]) -> dict[str, Any]:
+    if _depth(metadata) > METADATA_MAX_DEPTH:
+        raise ValueError(f"metadata is nested deeper than {METADATA_MAX_DEPTH} levels")
+    if len(json.dumps(metadata, ensure_ascii=False)) > METADATA_MAX_BYTES:
+        raise ValueError(f"metadata is larger than {METADATA_MAX_BYTES} characters of JSON")
+    return metadata
+
+
+#: Free-form details of a project or submission, bounded in depth and size.
+Metadata = Annotated[dict[str, Any], AfterValidator(_bounded)]
+
 
 class ProjectUpsert(BaseModel):
     project_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -29,7 +58,7 @@ class ProjectUpsert(BaseModel):
     assets_url: str | None = None
     status: Literal["active", "paused", "completed", "cancelled"] = "active"
     deadline_at: UTCInstant | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class ProjectOut(BaseModel):
@@ -59,7 +88,7 @@ class Work(BaseModel):
     commit_sha: str | None = Field(default=None, max_length=128)
     description: str = ""
     submission_hash: str | None = Field(default=None, min_length=8, max_length=128)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
     @field_validator("github_url")
     @classmethod
@@ -70,6 +99,7 @@ class Work(BaseModel):
 
 
 class SubmissionIn(Work):
+    #: Claimed, not proven: such a submission is stored unverified and cannot be rewarded.
     miner_hotkey: str = Field(min_length=1, max_length=128)
 
 
@@ -79,6 +109,8 @@ class SubmissionOut(BaseModel):
     id: int
     project_id: str = Field(validation_alias=AliasPath("project", "project_id"))
     miner_hotkey: str
+    #: Whether the master verified the miner's signature (a bridged submission), not only the body's claim.
+    hotkey_verified: bool
     name: str
     github_url: str
     branch: str | None
