@@ -126,6 +126,15 @@ def _fault(challenge: Challenge, what: str, exc: BaseException | None = None) ->
     return PluginError(f"challenge {challenge.describe()}: {what}")
 
 
+def _remedy(exc: BaseException) -> str:
+    """What to do about an import that failed: name the missing package when that is the fault."""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing:
+        top = missing.partition(".")[0]
+        return f"the module {top!r} is not installed: add the package that provides it to the challenge's dependencies"
+    return "fix the package or uninstall it"
+
+
 def load(challenge: Challenge) -> LoadedChallenge:
     """Import the challenge's module, register its hooks and check them against the specs."""
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
@@ -139,11 +148,7 @@ def load(challenge: Challenge) -> LoadedChallenge:
     except BaseException as exc:  # SystemExit from a plugin must not end the runner silently
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise _fault(
-            challenge,
-            f"importing {challenge.module} failed: {describe(exc)}; fix the package or uninstall it",
-            exc,
-        ) from exc
+        raise _fault(challenge, f"importing {challenge.module} failed: {describe(exc)}; {_remedy(exc)}", exc) from exc
     try:
         pm.register(module, name=challenge.name)
         pm.check_pending()

@@ -90,7 +90,8 @@ def test_broken_plugin_that_is_not_selected_does_not_matter(sites: dict[str, Pat
         (
             "broken-import",
             "importing runner_testbed.broken_import failed: ModuleNotFoundError: No module named "
-            "'a_module_that_does_not_exist'; fix the package or uninstall it",
+            "'a_module_that_does_not_exist'; the module 'a_module_that_does_not_exist' is not installed: "
+            "add the package that provides it to the challenge's dependencies",
         ),
         ("no-weights", "runner_testbed.no_weights has no get_weights hook"),
         ("bad-hook", "get_weight"),
@@ -184,3 +185,13 @@ def test_a_challenge_installed_in_the_test_environment_changes_no_result(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+def test_a_file_upload_route_loads_and_takes_a_file(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    # FastAPI's form and file parameters need python-multipart, which base-runner ships.
+    served = server(["--challenge", "uploads", "--data-dir", str(tmp_path)], [sites["testbed"]])
+    with served.client() as client:
+        response = client.post("/artifacts", data={"hotkey": "5Up"}, files={"artifact": ("a.bin", b"\x00artifact")})
+    assert response.status_code == 201, response.text
+    assert response.json() == {"hotkey": "5Up", "size": 9}
+    assert (tmp_path / "artifacts" / "5Up.bin").read_bytes() == b"\x00artifact"
