@@ -1,4 +1,4 @@
-"""``base-runner db``: create the tables, report schema drift, inspect the file read-only.
+"""``base-runner db``: create the tables, report schema drift, apply its fix, inspect the file read-only.
 
 Added to the main command group by :mod:`base_runner.cli`. Like every command,
 each one imports SQLAlchemy and the app's modules inside its function.
@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .cli_options import challenge_option, data_dir_option, debug_option, reports_errors, start
+from .cli_options import challenge_option, data_dir_option, debug_option, plural, reports_errors, start
 from .errors import ConfigError
 
 
@@ -55,7 +55,7 @@ def init(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     settings, loaded = start(challenge, data_dir=data_dir)
     created = _run(database.create_all)
     if created:
-        click.echo(f"created {len(created)} tables: {', '.join(created)}")
+        click.echo(f"created {plural(len(created), 'table')}: {', '.join(created)}")
     else:
         click.echo(f"nothing to create: every table of {loaded.name} exists in {_file(database_url(settings))}")
 
@@ -80,9 +80,38 @@ def check(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
         click.echo(("drift: " if drift.blocking else "note: ") + drift.line)
     blocking = [drift for drift in found if drift.blocking]
     if blocking:
-        click.echo(f"{len(blocking)} differences need a manual fix; /ready answers 503 until they are fixed", err=True)
+        click.echo(
+            f"{plural(len(blocking), 'difference')} to fix by hand (`base-runner db exec` applies a printed fix); "
+            "/ready answers 503 until then",
+            err=True,
+        )
         raise SystemExit(1)
     click.echo(f"the database matches the models of {loaded.name}")
+
+
+@db.command(name="exec")
+@click.argument("statements", nargs=-1, required=True, metavar="SQL...")
+@data_dir_option
+@click.option("--dry-run", is_flag=True, help="Run the SQL in a transaction that is rolled back; write nothing.")
+@reports_errors
+def exec_(statements: tuple[str, ...], data_dir: Path | None, dry_run: bool) -> None:
+    """Apply a fix `db check` printed: one SQL statement per argument, in one transaction.
+
+    Refuses while a runner holds the data dir; backs the database up under <data dir>/backups first.
+    """
+    from .settings import database_url, load_settings
+    from .sql_fix import apply
+
+    settings = load_settings(data_dir=data_dir)
+    applied = apply(settings.data_dir, _file(database_url(settings)), list(statements), dry_run=dry_run)
+    if applied.backup is not None:
+        click.echo(f"backup: {applied.backup}")
+    for statement, changed in applied.statements:
+        click.echo(f"{'would run' if dry_run else 'ran'}: {statement} ({plural(changed, 'row')} changed)")
+    if dry_run:
+        click.echo("dry run: every statement ran, and all of it was rolled back; nothing was written")
+    else:
+        click.echo("committed; `base-runner db check` tells whether the database now matches the models")
 
 
 def _quote(name: str) -> str:
@@ -139,4 +168,4 @@ def inspect(data_dir: Path | None, as_json: bool) -> None:
     click.echo(f"tables: {len(facts['tables'])}")
     width = max((len(name) for name in facts["tables"]), default=0)
     for name, rows in facts["tables"].items():
-        click.echo(f"  {name.ljust(width)}  {rows} rows")
+        click.echo(f"  {name.ljust(width)}  {plural(rows, 'row')}")

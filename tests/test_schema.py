@@ -36,13 +36,13 @@ def test_db_check_reports_each_difference_with_its_fix(sites: dict[str, Path], t
         "fix: CREATE INDEX ix_submissions_hotkey_score ON submissions (hotkey, score)" in lines
     )
     assert not any("added_later" in line for line in lines), "an extra column is not drift"
-    assert "2 differences need a manual fix" in result.stderr
+    assert "2 differences to fix by hand" in result.stderr
 
 
 def test_db_check_passes_on_a_fresh_database(sites: dict[str, Path], tmp_path: Path) -> None:
     init = run_cli("db", "init", "--data-dir", str(tmp_path), sites=[sites["example"]])
     assert init.returncode == 0, init.stderr
-    assert init.stdout.strip() == "created 1 tables: submissions"
+    assert init.stdout.strip() == "created 1 table: submissions"
     again = run_cli("db", "init", "--data-dir", str(tmp_path), sites=[sites["example"]])
     assert again.stdout.startswith("nothing to create")
     check = run_cli("db", "check", "--data-dir", str(tmp_path), sites=[sites["example"]])
