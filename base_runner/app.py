@@ -20,7 +20,7 @@ from .auth import AuthFailure, MasterAuth, token_problem
 from .db import Database, database, has_wal_reset_bug, sqlite_version
 from .errors import describe
 from .limits import BodyLimits, RequestLimits, RequestRefused
-from .plugins import LoadedChallenge, routers_of
+from .plugins import HOOK_SHAPES, LoadedChallenge, routers_of
 from .push import start_pushing
 from .runtime import Runtime
 from .settings import RunnerSettings, database_url
@@ -120,6 +120,11 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
             await check_schema(at_startup=True)
             async with AsyncExitStack() as stack:
                 for context in loaded.pm.hook.lifespan(app=app):
+                    if context is not None and not hasattr(context, "__aenter__"):
+                        raise TypeError(
+                            f"lifespan returned {type(context).__name__}, not an async context manager; "
+                            f"write it as {HOOK_SHAPES['lifespan']}"
+                        )
                     if context is not None:
                         await stack.enter_async_context(context)
                 if settings.master_base_url is not None:

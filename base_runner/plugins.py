@@ -10,6 +10,7 @@ Set ``BASE_RUNNER_TRACE_HOOKS=1`` to log every hook call with its result.
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import logging
 import os
 import subprocess
@@ -126,6 +127,38 @@ def _fault(challenge: Challenge, what: str, exc: BaseException | None = None) ->
     return PluginError(f"challenge {challenge.describe()}: {what}")
 
 
+#: How each hook must be written, for the one-line message about a hook written otherwise.
+HOOK_SHAPES = {
+    "get_weights": "`def get_weights()` or `async def get_weights()`, returning dict[str, float]",
+    "register_routers": "`def register_routers()`, returning an APIRouter, a list of them, or None",
+    "lifespan": "`def lifespan(app)` (not async def), returning an async context manager or None, "
+    "for example a function decorated with @contextlib.asynccontextmanager or run_worker(app, ...)",
+}
+
+
+def _hook_shape_problem(module: Any) -> str | None:
+    """The first hook in ``module`` whose parameters or kind its spec does not allow, as one line."""
+    for name in HOOK_NAMES:
+        function = getattr(module, name, None)
+        if function is None or not hasattr(function, f"{hookspecs.PROJECT_NAME}_impl"):
+            continue
+        allowed = list(inspect.signature(getattr(hookspecs, name)).parameters)
+        try:
+            taken = list(inspect.signature(function).parameters)
+        except (TypeError, ValueError):
+            continue
+        unknown = [parameter for parameter in taken if parameter not in allowed]
+        if unknown:
+            return (
+                f"the hook {name}({', '.join(taken)}) takes {', '.join(unknown)}, which the hook does not pass; "
+                f"write it as {HOOK_SHAPES[name]}"
+            )
+        asynchronous = inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
+        if asynchronous and name != "get_weights" or inspect.isasyncgenfunction(function):
+            return f"the hook {name} is async def; write it as {HOOK_SHAPES[name]}"
+    return None
+
+
 def _remedy(exc: BaseException) -> str:
     """What to do about an import that failed: name the missing package when that is the fault."""
     missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
@@ -149,6 +182,9 @@ def load(challenge: Challenge) -> LoadedChallenge:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise _fault(challenge, f"importing {challenge.module} failed: {describe(exc)}; {_remedy(exc)}", exc) from exc
+    problem = _hook_shape_problem(module)
+    if problem:
+        raise _fault(challenge, problem)
     try:
         pm.register(module, name=challenge.name)
         pm.check_pending()

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from base_runner.plugins import HOOK_SHAPES
+
 CHECKS = ["load", "routes", "tables", "startup", "get_weights", "readiness gate", "master weights", "shutdown"]
 
 
@@ -36,7 +38,9 @@ def test_a_good_challenge_passes_every_check_and_leaves_nothing_behind(sites: di
             "broken-import",
             "load",
             "challenge broken-import (runner-testbed 2.5.0): importing runner_testbed.broken_import failed: "
-            "ModuleNotFoundError: No module named 'a_module_that_does_not_exist'; fix the package or uninstall it",
+            "ModuleNotFoundError: No module named 'a_module_that_does_not_exist'; the module "
+            "'a_module_that_does_not_exist' is not installed: add the package that provides it to the challenge's "
+            "dependencies",
         ),
         (
             "reserved-route",
@@ -45,6 +49,12 @@ def test_a_good_challenge_passes_every_check_and_leaves_nothing_behind(sites: di
             "runner serves; move the route elsewhere (reserved: /health, /ready, /version, /weights, /internal/...)",
         ),
         ("failing-startup", "startup", "raised RuntimeError: the model file /data/model.bin is missing"),
+        (
+            "generator-lifespan",
+            "startup",
+            "raised TypeError: lifespan returned generator, not an async context manager; "
+            f"write it as {HOOK_SHAPES['lifespan']}",
+        ),
         (
             "bad-weights",
             "get_weights",

@@ -94,6 +94,16 @@ def test_broken_plugin_that_is_not_selected_does_not_matter(sites: dict[str, Pat
             "add the package that provides it to the challenge's dependencies",
         ),
         ("no-weights", "runner_testbed.no_weights has no get_weights hook"),
+        (
+            "async-lifespan",
+            "the hook lifespan is async def; write it as `def lifespan(app)` (not async def), returning an "
+            "async context manager or None",
+        ),
+        (
+            "wrong-params",
+            "the hook lifespan(application) takes application, which the hook does not pass; "
+            "write it as `def lifespan(app)`",
+        ),
         ("bad-hook", "get_weight"),
     ],
 )
