@@ -12,19 +12,23 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import secrets
+import shutil
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import SecretStr
 
 from .app import API_VERSION, bind, create_app
+from .datadir import LOCK_FILE
 from .db import database
 from .errors import ConfigError, PluginError, describe
 from .plugins import Challenge, LoadedChallenge, load, routers_of
-from .settings import RunnerSettings, load_settings, scrub_environment
+from .settings import DATABASE_FILE, RunnerSettings, load_settings, scrub_environment
+from .text import plural
 from .weights import WeightsError, body_problems, compute
 
 if TYPE_CHECKING:
@@ -69,17 +73,65 @@ class _Report:
         raise _Stop
 
 
-async def run(challenge: Challenge, report: Callable[[Outcome], None]) -> int:
+def copy_data(source: Path, target: Path) -> None:
+    """Copy the data dir ``source`` into ``target``, the database through SQLite's backup (safe while live).
+
+    The runner's own files (its lock, ``tmp``, ``backups``) stay behind; ``source`` is only read.
+    """
+    skipped = {LOCK_FILE, "tmp", "backups", DATABASE_FILE, f"{DATABASE_FILE}-wal", f"{DATABASE_FILE}-shm"}
+    for entry in source.iterdir():
+        if entry.name in skipped:
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, target / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, target / entry.name, follow_symlinks=False)
+    database = source / DATABASE_FILE
+    if database.is_file():
+        live = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+        copy = sqlite3.connect(target / DATABASE_FILE)
+        try:
+            live.backup(copy)
+        finally:
+            copy.close()
+            live.close()
+
+
+def route_conflicts(routes: list[Any]) -> list[str]:
+    """Routes a request can never reach: the same method and path twice, or a path an earlier route matches."""
+    problems = []
+    for index, later in enumerate(routes):
+        for earlier in routes[:index]:
+            methods = (getattr(earlier, "methods", None) or set()) & (getattr(later, "methods", None) or set())
+            pattern = getattr(earlier, "path_regex", None)
+            if not methods or pattern is None or not pattern.match(getattr(later, "path", "")):
+                continue
+            method = sorted(methods)[0]
+            if earlier.path == later.path:
+                problems.append(f"{method} {later.path} is declared twice; the second never runs")
+            else:
+                problems.append(
+                    f"{method} {later.path} is shadowed by {method} {earlier.path}, declared before it: "
+                    "declare it first"
+                )
+            break
+    return problems
+
+
+async def run(challenge: Challenge, report: Callable[[Outcome], None], data: Path | None = None) -> int:
     """Check ``challenge``, handing each outcome to ``report`` as it comes; returns how many failed.
 
     Call it once per process: like ``serve``, it takes the master's
     credentials out of the environment and points ``base_runner.database``
-    at its own temporary database.
+    at its own temporary database: empty, or a copy of the data dir ``data``
+    (real data, for a ``get_weights`` that only fails on rows).
     """
     if importlib.util.find_spec("httpx") is None:
         raise ConfigError("base-runner check calls the app with httpx: pip install 'base-runner[testing]'")
     outcomes = _Report(report)
     with tempfile.TemporaryDirectory(prefix="base-runner-check-") as tmp:
+        if data is not None:
+            copy_data(data, Path(tmp))
         token = secrets.token_urlsafe(32)
         settings = load_settings(
             data_dir=Path(tmp), shared_token=SecretStr(token), shared_token_file=Path(tmp) / "no-token-file"
@@ -106,7 +158,11 @@ async def _checks(challenge: Challenge, settings: RunnerSettings, token: str, ou
         routes = [route for router in routers_of(loaded) for route in router.routes]
     except PluginError as exc:
         outcomes.stop("routes", str(exc))
-    outcomes.passed("routes", f"{len(routes)} routes, none on a path the runner serves")
+    conflicts = route_conflicts(routes)
+    if conflicts:
+        outcomes.failed("routes", "; ".join(conflicts))
+    else:
+        outcomes.passed("routes", f"{len(routes)} routes, none on a path the runner serves, none shadowed")
 
     try:
         created = await database.create_all()
@@ -145,7 +201,8 @@ async def _get_weights(loaded: LoadedChallenge, timeout: float, outcomes: _Repor
         return
     if validated.dropped:
         reasons = "; ".join(f"{hotkey}: {reason}" for hotkey, reason in validated.dropped[:5])
-        outcomes.failed("get_weights", f"{len(validated.dropped)} invalid entries, which the runner drops: {reasons}")
+        invalid = plural(len(validated.dropped), "invalid entry", "invalid entries")
+        outcomes.failed("get_weights", f"{invalid}, which the runner drops: {reasons}")
         return
     count = len(validated.weights)
     legal_empty = "an empty map (legal: the challenge burns its share)"

@@ -30,6 +30,7 @@ from .cli_options import (
 )
 from .db_commands import db
 from .push_commands import push
+from .text import plural
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -126,10 +127,13 @@ def plugins(as_json: bool, probe: str | None) -> None:
 @main.command()
 @challenge_option
 @data_dir_option
+@click.option(
+    "--allow-dropped", is_flag=True, help="Exit 0 even when invalid entries were dropped (they are still reported)."
+)
 @debug_option
 @reports_errors
-def weights(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
-    """Compute the weights once and print the JSON body the master would get."""
+def weights(challenge: str | None, data_dir: Path | None, allow_dropped: bool, debug: bool) -> None:
+    """Compute the weights once and print the JSON body the master would get; exit 1 if entries were dropped."""
     from .weights import WeightsError, serialize
 
     configure_logging(debug)
@@ -141,7 +145,14 @@ def weights(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
         sys.exit(1)
     click.echo(serialize(loaded.name, validated).decode())
     if validated.dropped:
-        click.echo(f"base-runner: dropped {len(validated.dropped)} invalid entries (see the warnings above)", err=True)
+        count = len(validated.dropped)
+        click.echo(
+            f"base-runner: dropped {plural(count, 'invalid entry', 'invalid entries')} (see the warnings above); "
+            "the master gets the rest (--allow-dropped exits 0 all the same)",
+            err=True,
+        )
+        if not allow_dropped:
+            sys.exit(1)
 
 
 @main.command()
@@ -176,9 +187,14 @@ def new(slug: str, directory: Path | None, runner_image: str | None, runner_vers
 
 @main.command()
 @challenge_option
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Run the checks on a copy of this data dir (real data); it is never written. Default: an empty one.",
+)
 @debug_option
 @reports_errors
-def check(challenge: str | None, debug: bool) -> None:
+def check(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     """Check the challenge against the BASE contract on a temporary data dir; exit 1 if a check fails."""
     import asyncio
 
@@ -191,7 +207,7 @@ def check(challenge: str | None, debug: bool) -> None:
         stream=sys.stderr,
     )
     selected = select(challenge)
-    failures = asyncio.run(contract.run(selected, lambda outcome: click.echo(outcome.line())))
+    failures = asyncio.run(contract.run(selected, lambda outcome: click.echo(outcome.line()), data_dir))
     if failures:
         click.echo(f"{selected.name}: {failures} check(s) failed; fix them before publishing", err=True)
         sys.exit(1)

@@ -66,11 +66,6 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def plural(count: int, noun: str) -> str:
-    """``1 row``, ``2 rows``: a count with its noun, for the commands' messages."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
 def start(challenge: str | None, **options: Any) -> tuple[RunnerSettings, LoadedChallenge]:
     """Settings, a scrubbed environment, the database configured, the challenge loaded."""
     from .app import bind

@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
-from .cli_options import challenge_option, data_dir_option, debug_option, plural, reports_errors, start
+from .cli_options import challenge_option, data_dir_option, debug_option, reports_errors, start
 from .errors import ConfigError
+from .text import plural
 
 
 def _file(url: str) -> Path:

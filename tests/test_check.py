@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,12 @@ def test_a_good_challenge_passes_every_check_and_leaves_nothing_behind(sites: di
             "challenge reserved-route (runner-testbed 2.5.0): a router claims /internal/v1/get_weights, which the "
             "runner serves; move the route elsewhere (reserved: /health, /ready, /version, /weights, /internal/...)",
         ),
+        (
+            "shadowed",
+            "routes",
+            "GET /items/latest is shadowed by GET /items/{item_id}, declared before it: declare it first; "
+            "POST /items is declared twice; the second never runs",
+        ),
         ("failing-startup", "startup", "raised RuntimeError: the model file /data/model.bin is missing"),
         (
             "generator-lifespan",
@@ -82,3 +89,39 @@ def test_an_unknown_challenge_is_a_selection_error(sites: dict[str, Path]) -> No
     assert result.stderr.strip() == (
         "base-runner: error: no challenge named 'nope' is installed; installed: example (example-challenge 0.1.0)"
     )
+
+
+def _files(data: Path) -> dict[Path, bytes]:
+    # SQLite's -wal and -shm side files appear whenever a WAL database is opened, even read-only.
+    return {
+        p.relative_to(data): p.read_bytes()
+        for p in data.rglob("*")
+        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+    }
+
+
+def test_check_on_a_copy_of_real_data(sites: dict[str, Path], tmp_path: Path) -> None:
+    # Rows an older version wrote: SQLite keeps a string in an INTEGER column, and get_weights returns it.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "artifacts").mkdir()
+    (data / "artifacts" / "a.bin").write_bytes(b"kept")
+    conn = sqlite3.connect(data / "challenge.sqlite3")
+    with conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE submissions (id INTEGER PRIMARY KEY, hotkey VARCHAR(128), score INTEGER)")
+        conn.executemany("INSERT INTO submissions (hotkey, score) VALUES (?, ?)", [("5A", 3), ("5B", "high")])
+    conn.close()
+    before = _files(data)
+    empty = run_cli("check", "--challenge", "example", sites=[sites["example"]], TMPDIR=str(tmp_path))
+    assert empty.returncode == 0, empty.stdout
+    real = run_cli(
+        "check", "--challenge", "example", "--data-dir", str(data), sites=[sites["example"]], TMPDIR=str(tmp_path)
+    )
+    assert real.returncode == 1
+    assert (
+        "FAIL get_weights: challenge example: get_weights raised ValueError: could not convert string to float: 'high'"
+    ) in real.stdout.splitlines()
+    after = _files(data)
+    assert after == before, "check never writes the data dir it copies"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "the copy is removed"

@@ -64,10 +64,13 @@ def test_weights_reports_dropped_entries_on_stderr(sites: dict[str, Path], tmp_p
     with sqlite3.connect(tmp_path / "challenge.sqlite3") as conn:
         conn.executemany("INSERT INTO submissions (hotkey, score) VALUES (?, ?)", [("5A", 1), ("5Neg", -4)])
     result = run_cli("weights", "--data-dir", str(tmp_path), sites=[sites["example"]])
-    assert result.returncode == 0
+    assert result.returncode == 1, "an entry the master will not get is a failure"
     assert json.loads(result.stdout)["weights"] == {"5A": 1.0}
     assert "dropped weight for hotkey '5Neg': value is negative" in result.stderr
-    assert "dropped 1 invalid entries" in result.stderr
+    assert "dropped 1 invalid entry (see the warnings above)" in result.stderr
+    allowed = run_cli("weights", "--allow-dropped", "--data-dir", str(tmp_path), sites=[sites["example"]])
+    assert allowed.returncode == 0
+    assert json.loads(allowed.stdout)["weights"] == {"5A": 1.0} and "dropped 1 invalid entry" in allowed.stderr
 
 
 def test_weights_failure_is_one_line_and_non_zero(sites: dict[str, Path], tmp_path: Path) -> None:
