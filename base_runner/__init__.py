@@ -4,6 +4,7 @@ The names a challenge imports::
 
     from base_runner import Base, database, hookimpl, run_worker, storage
     from base_runner import ChallengeSettings, Secret, OwnerAuth, VerifiedHotkey, verified_hotkey
+    from base_runner import UTCDateTime
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 if TYPE_CHECKING:
     from . import storage
     from .auth import OwnerAuth, VerifiedHotkey, verified_hotkey
+    from .columns import UTCDateTime
     from .config import ChallengeSettings, Secret
     from .db import Base, database
     from .hookspecs import hookimpl
@@ -38,6 +40,7 @@ _HOMES = {
     "OwnerAuth": ".auth",
     "VerifiedHotkey": ".auth",
     "verified_hotkey": ".auth",
+    "UTCDateTime": ".columns",
 }
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "ChallengeSettings",
     "OwnerAuth",
     "Secret",
+    "UTCDateTime",
     "VerifiedHotkey",
     "__version__",
     "database",

@@ -8,8 +8,9 @@ write them as plain ``async def`` tests.
 
 Fixtures: ``challenge_slug`` (override it in your ``conftest.py``),
 ``challenge_data_dir``, ``challenge_settings``, ``challenge_app``,
-``challenge_client``, ``master_client``, ``challenge_session``; helper:
-:func:`assert_valid_weights`. ``docs/authoring.md`` documents each.
+``challenge_client``, ``master_client``, ``owner_client``,
+``bridge_client``, ``challenge_session``, ``challenge_owner_settings``;
+helper: :func:`assert_valid_weights`. ``docs/authoring.md`` documents each.
 """
 
 from __future__ import annotations
@@ -29,8 +30,14 @@ if TYPE_CHECKING:
 
 #: The master token the fixtures configure and ``master_client`` sends.
 MASTER_TOKEN = "test-master-token"
+#: The owner token ``owner_client`` sends and configures in the challenge's settings.
+OWNER_TOKEN = "test-owner-token"
+#: The miner hotkey ``bridge_client`` says the master verified, unless a request sends its own.
+BRIDGED_HOTKEY = "5BridgedMinerHotkey"
 
-_ASYNC_FIXTURES = frozenset({"challenge_app", "challenge_client", "challenge_session", "master_client"})
+_ASYNC_FIXTURES = frozenset(
+    {"challenge_app", "challenge_client", "challenge_session", "master_client", "owner_client", "bridge_client"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -110,6 +117,71 @@ async def master_client(challenge_app: FastAPI) -> AsyncIterator[httpx.AsyncClie
         "X-Base-Challenge-Slug": challenge_app.state.challenge.name,
     }
     async with _client(challenge_app, headers) as client:
+        yield client
+
+
+@pytest.fixture
+def challenge_owner_settings(challenge_app: FastAPI) -> list[Any]:
+    """The challenge's settings objects whose ``owner_token`` ``owner_client`` sets for the test.
+
+    By default every :class:`~base_runner.ChallengeSettings` instance held at
+    module level in the challenge's package; override it to return your own.
+    """
+    import sys
+
+    from .config import ChallengeSettings
+
+    package = challenge_app.state.challenge.challenge.module.partition(".")[0].partition(":")[0]
+    found: dict[int, Any] = {}
+    for name, module in list(sys.modules.items()):
+        if name == package or name.startswith(package + "."):
+            for value in vars(module).values():
+                if isinstance(value, ChallengeSettings):
+                    found[id(value)] = value
+    return list(found.values())
+
+
+@pytest.fixture
+async def owner_client(
+    challenge_app: FastAPI, challenge_owner_settings: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An ``httpx.AsyncClient`` that calls as the challenge's owner: ``X-Owner-Token: OWNER_TOKEN``.
+
+    :data:`OWNER_TOKEN` is set as ``owner_token`` of ``challenge_owner_settings`` for the test.
+    """
+    from .config import Secret
+
+    if not challenge_owner_settings:
+        pytest.fail(
+            "owner_client found no ChallengeSettings in the challenge's package: override the "
+            "challenge_owner_settings fixture to return yours",
+            pytrace=False,
+        )
+    for settings in challenge_owner_settings:
+        monkeypatch.setattr(settings, "owner_token", Secret(OWNER_TOKEN))
+    # The header that survives the master's public proxy, which strips Authorization.
+    async with _client(challenge_app, {"X-Owner-Token": OWNER_TOKEN}) as client:
+        yield client
+
+
+@pytest.fixture
+async def bridge_client(challenge_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An ``httpx.AsyncClient`` that calls as the master forwarding a submission it verified.
+
+    Every request carries the master's token and slug, ``X-Base-Verified-Hotkey:
+    BRIDGED_HOTKEY`` (send the header yourself for another hotkey) and the
+    ``X-Base-Request-Hash`` of its body, as the master's bridge sends them:
+    ``await bridge_client.post("/internal/v1/bridge/submissions", json=...)``.
+    """
+    import hashlib
+
+    async def sign(request: httpx.Request) -> None:
+        request.headers.setdefault("X-Base-Verified-Hotkey", BRIDGED_HOTKEY)
+        request.headers["X-Base-Request-Hash"] = hashlib.sha256(request.read()).hexdigest()
+
+    headers = {"Authorization": f"Bearer {MASTER_TOKEN}", "X-Base-Challenge-Slug": challenge_app.state.challenge.name}
+    async with _client(challenge_app, headers) as client:
+        client.event_hooks["request"].append(sign)
         yield client
 
 
