@@ -10,7 +10,6 @@ from typing import Annotated
 
 import httpx
 import pytest
-from example_challenge.models import Submission
 from fastapi import Depends, FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +23,9 @@ def _rows(data_dir: Path) -> int:
 
 
 def _route(app: FastAPI, path: str, flush: bool, commit: bool) -> None:
+    # Imported here: the example is on sys.path only once conftest's session fixture installed it.
+    from example_challenge.models import Submission
+
     async def endpoint(session: Annotated[AsyncSession, Depends(database.session_dependency)]) -> dict[str, int]:
         submission = Submission(hotkey="5Lost", score=1)
         session.add(submission)
