@@ -43,6 +43,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from . import driver
+
 log = logging.getLogger("base_runner")
 
 #: Milliseconds a connection waits for another process's lock before failing.
@@ -116,10 +118,20 @@ class Database:
             to the OS until the next checkpoint.
         """
         self._writer = create_async_engine(
-            url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0, pool_timeout=POOL_TIMEOUT
+            url,
+            module=driver.dbapi(),
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=POOL_TIMEOUT,
         )
         self._reader = create_async_engine(
-            url, poolclass=AsyncAdaptedQueuePool, pool_size=READERS, max_overflow=0, pool_timeout=POOL_TIMEOUT
+            url,
+            module=driver.dbapi(),
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=READERS,
+            max_overflow=0,
+            pool_timeout=POOL_TIMEOUT,
         )
         _setup_writer(self._writer, self, synchronous)
         _setup_reader(self._reader)
@@ -237,10 +249,8 @@ def _pragmas(dbapi_connection: Any, *statements: str) -> None:
 
 
 def _begin(conn: Any, statement: str) -> None:
-    # Straight on the driver: one hop to aiosqlite's thread, where a statement
-    # through SQLAlchemy takes several (cursor, execute, close); about 0.3 ms
-    # of every session on these machines.
-    conn.connection.dbapi_connection.run_async(lambda driver: driver.execute(statement))
+    # Sent with the transaction's first statement, in its trip to aiosqlite's thread (base_runner.driver).
+    conn.connection.dbapi_connection.begin(statement)
 
 
 def _setup_writer(engine: AsyncEngine, database: Database, synchronous: str) -> None:
