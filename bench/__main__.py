@@ -30,6 +30,8 @@ INTERNAL = "/internal/v1/get_weights"
 #: The plot's lines: what queries.measure returns, by the label drawn.
 PLOTTED = {"group_by": "GROUP BY (raw)", "skip_scan": "skip-scan (raw)", "example": "example get_weights (runner)"}
 EXAMPLE = servers.ROOT / "plugins" / "example"
+BOUNTY = servers.ROOT / "plugins" / "bounty"
+BOUNTY_ENV = {"CHALLENGE_OWNER_TOKEN": "bench-owner-token"}
 BARE = ("--lifespan", "off", "--no-access-log", "--log-level", "warning")
 # POST /submissions as miners would send them: 256 hotkeys, varying scores.
 POST_SCRIPT = """
@@ -317,32 +319,66 @@ class Bench:
 
     def cold_start(self) -> None:
         self.say("cold start and idle memory")
-        commands: dict[str, Callable[[int], list[str]]] = {
-            "bare": lambda _: servers.uvicorn("bench.apps:bare", *BARE),
-            "runner": lambda number: servers.runner(self._empty_dir(f"cold-{number}")),
+        # Each: the command and environment of its start number n.
+        commands: dict[str, Callable[[int], tuple[list[str], dict[str, str]]]] = {
+            "bare": lambda _: (servers.uvicorn("bench.apps:bare", *BARE), {}),
+            "runner": lambda n: (servers.runner(self._empty_dir(f"cold-{n}")), servers.runner_env()),
+            "bounty": lambda n: (
+                servers.runner(self._empty_dir(f"bounty-{n}"), slug="bounty"),
+                {**servers.runner_env(), **BOUNTY_ENV},
+            ),
+            "stand-in": lambda n: (
+                servers.uvicorn("bench.standin:app", "--log-level", "warning"),
+                {"BENCH_DATABASE": str(self._empty_dir(f"standin-{n}") / DATABASE_FILE), **BOUNTY_ENV},
+            ),
         }
-        started: dict[str, list[float]] = {"bare": [], "runner": []}
-        rss: dict[str, list[float]] = {"bare": [], "runner": []}
+        started: dict[str, list[float]] = {key: [] for key in commands}
+        cpu: dict[str, list[float]] = {key: [] for key in commands}
+        rss: dict[str, list[float]] = {key: [] for key in commands}
         # The first start of each writes bytecode and fills the file cache: not counted.
         for number in range(self.plan.starts + 1):
-            for key, command in commands.items():
-                server = self.start(command(number), **servers.runner_env())
+            for key, command_and_env in commands.items():
+                command, env = command_and_env(number)
+                server = self.start(command, **env)
                 try:
-                    server.get("/weights")
+                    if key in ("bare", "runner"):
+                        server.get("/weights")
                     time.sleep(0.5)
                     if number:
                         started[key].append(server.started_in * 1000)
+                        cpu[key].append(server.started_cpu * 1000)
                         rss[key].append(server.rss_mb())
                 finally:
                     server.stop()
-        for label, values, fmt in (
-            ("start to first `/health` 200, empty data dir, create_all", started, "{:.0f} ms"),
-            ("idle RSS after one `/weights`", rss, "{:.1f} MiB"),
-        ):
-            runner, bare = statistics.median(values["runner"]), statistics.median(values["bare"])
-            self.figures.append(
-                Figure(label, fmt.format(runner), "bare uvicorn app " + fmt.format(bare), runner / bare, ("≤", 2.0))
+
+        def figure(label: str, values: dict[str, list[float]], fmt: str, key: str, base: str, target: float) -> None:
+            runner, baseline = statistics.median(values[key]), statistics.median(values[base])
+            name = {"bare": "bare uvicorn app ", "stand-in": "the original bounty service's stand-in "}[base]
+            ratio = self.median_ratio(list(zip(values[key], values[base], strict=True)))
+            self.figures.append(Figure(label, fmt.format(runner), name + fmt.format(baseline), ratio, ("≤", target)))
+
+        figure("start to first `/health` 200, empty data dir, create_all", started, "{:.0f} ms", "runner", "bare", 2.0)
+        figure("idle RSS after one `/weights`", rss, "{:.1f} MiB", "runner", "bare", 2.0)
+        figure(
+            "bounty port: start to first `/health` 200, empty data dir", started, "{:.0f} ms", "bounty", "stand-in", 0.9
+        )
+        figure("bounty port: idle RSS after start", rss, "{:.1f} MiB", "bounty", "stand-in", 1.0)
+        self.sections.append(
+            f"Starts, median of {self.plan.starts} that alternate the four servers "
+            "(CPU: what the process had used when it first answered):\n\n"
+            + table(
+                ["server", "start to first 200 ms", "CPU by then ms", "idle RSS MiB"],
+                [
+                    [
+                        key,
+                        f"{statistics.median(started[key]):.0f}",
+                        f"{statistics.median(cpu[key]):.0f}",
+                        f"{statistics.median(rss[key]):.1f}",
+                    ]
+                    for key in commands
+                ],
             )
+        )
 
     def _empty_dir(self, name: str) -> Path:
         path = self.tmp / name
@@ -366,8 +402,8 @@ async def _writer_pragmas(path: Path) -> str:
     return ";".join(f"PRAGMA {name}={value}" for name, value in values)
 
 
-def _install_example(site: Path) -> None:
-    """Install this tree's example challenge into ``site``, for this process and the servers it starts.
+def _install_challenges(site: Path) -> None:
+    """Install this tree's example and bounty challenges into ``site``, for this process and the servers it starts.
 
     In a folder of its own, not the environment: a challenge installed there
     would change what base-runner's own tests see.
@@ -385,6 +421,7 @@ def _install_example(site: Path) -> None:
             "--target",
             str(site),
             str(EXAMPLE),
+            str(BOUNTY),
         ],
         check=True,
     )
@@ -404,23 +441,34 @@ def main(argv: list[str] | None = None) -> None:
         default=servers.ROOT / "docs" / "performance.svg",
         help="where to draw the plot (.svg or .png)",
     )
+    parser.add_argument(
+        "--only",
+        type=lambda value: value.split(","),
+        default=["queries", "weights", "stacks", "writes", "start"],
+        metavar="STEPS",
+        help="comma-separated steps to run: queries, weights, stacks (needs weights), writes, start; default: all",
+    )
     args = parser.parse_args(argv)
     load.require_wrk()
     plan = QUICK if args.quick else FULL
     started, load_before = time.monotonic(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="base-runner-bench-") as folder:
-        _install_example(Path(folder) / "site")
+        _install_challenges(Path(folder) / "site")
         bench = Bench(plan, Path(folder))
-        bench.weights_queries()
-        bench.cached_weights()
-        if plan.stacks:
-            bench.stacks()
-        bench.writes()
-        bench.cold_start()
+        steps = {
+            "queries": bench.weights_queries,
+            "weights": bench.cached_weights,
+            "stacks": bench.stacks,
+            "writes": bench.writes,
+            "start": bench.cold_start,
+        }
+        for name, step in steps.items():
+            if name in args.only and (name != "stacks" or plan.stacks):
+                step()
     print(figures_table(bench.figures))
     for section in bench.sections:
         print(f"\n{section}")
-    if not args.quick:
+    if not args.quick and "queries" in args.only:
         print(f"\n{plot(args.plot, bench.by_rows, bench.by_hotkeys, plan.hotkey_rows)}")
     print(
         f"\n{len(bench.figures)} figures in {time.monotonic() - started:.0f} s on {os.cpu_count()} cores; "

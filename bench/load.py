@@ -6,7 +6,6 @@ server, not the load generator, set the pace.
 
 from __future__ import annotations
 
-import os
 import re
 import resource
 import shutil
@@ -14,6 +13,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .servers import cpu_seconds
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -51,12 +52,6 @@ def require_wrk() -> str:
     return path
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    # utime and stime, fields 14 and 15 of the line, 12 and 13 after the command name.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _ms(number: str, unit: str) -> float:
     return float(number) * _UNITS[unit]
 
@@ -77,10 +72,10 @@ def run(
         command += ["-s", str(script)]
     command.append(url)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_before, started = _cpu_seconds(server_pid), time.monotonic()
+    server_before, started = cpu_seconds(server_pid), time.monotonic()
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
     elapsed = time.monotonic() - started
-    server = _cpu_seconds(server_pid) - server_before
+    server = cpu_seconds(server_pid) - server_before
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     client = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
 
