@@ -20,6 +20,7 @@ from .auth import AuthFailure, MasterAuth, token_problem
 from .db import Database, database, has_wal_reset_bug, sqlite_version
 from .errors import describe
 from .limits import BodyLimits, RequestLimits, RequestRefused
+from .openapi import document_runner_answers
 from .plugins import HOOK_SHAPES, LoadedChallenge, routers_of
 from .push import start_pushing
 from .runtime import Runtime
@@ -221,6 +222,7 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
     for router in routers:
         guard_routes(router, settings.max_json_depth)
         app.include_router(router)
+    document_runner_answers(app)
     return app
 
 

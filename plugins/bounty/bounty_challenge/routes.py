@@ -33,8 +33,25 @@ Writer = Annotated[AsyncSession, Depends(database.session_dependency)]
 #: The most submissions one listing returns, newest first.
 LISTING_LIMIT = 200
 
+
+def _answers(*refusals: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the refusals a route makes: ``_answers((404, "No such project"))``."""
+    return {status: {"description": text} for status, text in refusals}
+
+
+#: The refusals of a submission, public or bridged.
+SUBMISSION_REFUSALS = _answers(
+    (400, "The project's deadline has passed, or it is not active"),
+    (404, "No such project"),
+    (409, "The same submission exists"),
+)
+
 public = APIRouter()
-admin = APIRouter(prefix="/admin", dependencies=[Depends(OwnerAuth(settings))])
+admin = APIRouter(
+    prefix="/admin",
+    dependencies=[Depends(OwnerAuth(settings))],
+    responses=_answers((401, "The owner token is missing or wrong"), (503, "No owner token is configured")),
+)
 bridge = APIRouter()
 
 
@@ -118,18 +135,18 @@ async def list_projects(session: Reader) -> list[ProjectOut]:
     return [ProjectOut.model_validate(project) for project in projects]
 
 
-@public.get("/projects/{project_id}")
+@public.get("/projects/{project_id}", responses=_answers((404, "No such project")))
 async def get_project(project_id: str, session: Reader) -> ProjectOut:
     return ProjectOut.model_validate(await _project(session, project_id))
 
 
-@public.post("/submissions")
+@public.post("/submissions", responses=SUBMISSION_REFUSALS)
 async def submit(body: SubmissionIn, session: Writer) -> SubmissionOut:
     """A submission whose hotkey is whatever the body says, as in the original: stored unverified."""
     return await _record(session, body, body.miner_hotkey, verified=False)
 
 
-@bridge.post("/internal/v1/bridge/submissions")
+@bridge.post("/internal/v1/bridge/submissions", responses=SUBMISSION_REFUSALS)
 async def submit_bridged(
     body: Work, miner: Annotated[VerifiedHotkey, Depends(verified_hotkey)], session: Writer
 ) -> SubmissionOut:
@@ -145,7 +162,7 @@ async def list_submissions(session: Reader, project_id: str | None = None) -> li
     return [SubmissionOut.model_validate(submission) for submission in await session.scalars(query)]
 
 
-@public.get("/submissions/{submission_id}")
+@public.get("/submissions/{submission_id}", responses=_answers((404, "No such submission")))
 async def get_submission(submission_id: int, session: Reader) -> SubmissionOut:
     return SubmissionOut.model_validate(await _submission(session, submission_id))
 
@@ -171,7 +188,7 @@ async def upsert_project(body: ProjectUpsert, session: Writer) -> ProjectOut:
     return ProjectOut.model_validate(project)
 
 
-@admin.post("/reviews")
+@admin.post("/reviews", responses=_answers((404, "No such submission")))
 async def review_submission(body: ReviewIn, session: Writer) -> ReviewOut:
     submission = await _submission(session, body.submission_id)
     review = Review(submission=submission, **body.model_dump(exclude={"submission_id"}))
@@ -186,7 +203,7 @@ async def list_emissions(session: Reader) -> list[EmissionOut]:
     return await _leaderboard(session)
 
 
-@admin.post("/emissions")
+@admin.post("/emissions", responses=_answers((400, "No emission is given")))
 async def set_emissions(body: EmissionsIn, session: Writer) -> list[EmissionOut]:
     """Set hotkeys' emissions; with ``replace``, every other hotkey's is dropped, all in one transaction."""
     if not body.emissions:
@@ -200,7 +217,10 @@ async def set_emissions(body: EmissionsIn, session: Writer) -> list[EmissionOut]
     return emissions
 
 
-@admin.post("/submissions/{submission_id}/reward")
+@admin.post(
+    "/submissions/{submission_id}/reward",
+    responses=_answers((404, "No such submission"), (409, "The submission's hotkey is claimed, not verified")),
+)
 async def reward_submission(submission_id: int, body: RewardIn, session: Writer) -> EmissionOut:
     """Make the submission's miner's emission ``weight``, and mark the submission rewarded."""
     submission = await _submission(session, submission_id)
