@@ -27,7 +27,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _environment(extra: dict[str, str]) -> dict[str, str]:
+def environment(extra: dict[str, str]) -> dict[str, str]:
+    """The caller's environment without the settings that change a server, and ``extra``."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(_OUTSIDE)}
     # bench.apps must import in the server; keep whatever else the caller put on the path.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -90,7 +91,7 @@ def start(command: list[str], log: Path, env: dict[str, str] | None = None, time
         spawned = time.perf_counter()
         proc = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(port)],
-            env=_environment(env or {}),
+            env=environment(env or {}),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=log.parent,
