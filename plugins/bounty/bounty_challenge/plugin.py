@@ -26,9 +26,13 @@ def lifespan(app: FastAPI) -> AbstractAsyncContextManager[Any]:
     return run_worker(app, keep_closing, name="close-expired-projects")
 
 
+#: Built once, as every statement of the port (routes.py).
+POSITIVE_WEIGHTS = select(Emission.hotkey, Emission.weight).where(Emission.weight > 0)
+
+
 @hookimpl
 async def get_weights() -> dict[str, float]:
     """Each hotkey's emission, when it is a finite number above zero."""
     async with database.session(readonly=True) as session:
-        rows = await session.execute(select(Emission.hotkey, Emission.weight).where(Emission.weight > 0))
+        rows = await session.execute(POSITIVE_WEIGHTS)
         return {hotkey: weight for hotkey, weight in rows if math.isfinite(weight)}

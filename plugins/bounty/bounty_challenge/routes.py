@@ -6,7 +6,7 @@ import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +46,34 @@ SUBMISSION_REFUSALS = _answers(
     (409, "The same submission exists"),
 )
 
+# Statements built once, values bound per call: SQLAlchemy then finds each one's
+# compiled SQL in its cache without rebuilding the statement and its cache key
+# on every request (docs/performance.md).
+PROJECT_BY_ID = select(Project).where(Project.project_id == bindparam("project_id"))
+PROJECTS_NEWEST_FIRST = select(Project).order_by(Project.created_at.desc(), Project.id.desc())
+SUBMISSIONS_NEWEST_FIRST = (
+    select(Submission).order_by(Submission.created_at.desc(), Submission.id.desc()).limit(LISTING_LIMIT)
+)
+SUBMISSIONS_OF_PROJECT = SUBMISSIONS_NEWEST_FIRST.where(
+    Submission.project.has(Project.project_id == bindparam("project_id"))
+)
+LEADERBOARD = select(Emission).where(Emission.weight > 0).order_by(Emission.weight.desc(), Emission.hotkey)
+DELETE_EMISSIONS = delete(Emission)
+#: What ``_set_emission`` writes: all of an emission but its id.
+EMISSION_COLUMNS = ("hotkey", "weight", "reason", "project_id", "submission_id", "updated_by", "updated_at")
+
+
+def _upsert_emission() -> Any:
+    table = Emission.__table__
+    statement = insert(Emission).values({name: bindparam(name, type_=table.c[name].type) for name in EMISSION_COLUMNS})
+    return statement.on_conflict_do_update(
+        index_elements=[Emission.hotkey],
+        set_={name: statement.excluded[name] for name in EMISSION_COLUMNS if name != "hotkey"},
+    ).returning(Emission)
+
+
+UPSERT_EMISSION = _upsert_emission()
+
 public = APIRouter()
 admin = APIRouter(
     prefix="/admin",
@@ -56,7 +84,7 @@ bridge = APIRouter()
 
 
 async def _project(session: AsyncSession, project_id: str) -> Project:
-    project = await session.scalar(select(Project).where(Project.project_id == project_id))
+    project = await session.scalar(PROJECT_BY_ID, {"project_id": project_id})
     if project is None:
         raise HTTPException(404, "project not found")
     return project
@@ -70,20 +98,14 @@ async def _submission(session: AsyncSession, submission_id: int) -> Submission:
 
 
 async def _leaderboard(session: AsyncSession) -> list[EmissionOut]:
-    emissions = await session.scalars(
-        select(Emission).where(Emission.weight > 0).order_by(Emission.weight.desc(), Emission.hotkey)
-    )
+    emissions = await session.scalars(LEADERBOARD)
     return [EmissionOut.model_validate(emission) for emission in emissions]
 
 
 async def _set_emission(session: AsyncSession, **values: Any) -> Emission:
-    """Insert or update one hotkey's emission; the last write for a hotkey wins."""
+    """Insert or update one hotkey's emission (every column of ``EMISSION_COLUMNS``); the last write wins."""
     values["updated_at"] = utcnow()
-    statement = insert(Emission).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=[Emission.hotkey], set_={name: statement.excluded[name] for name in values if name != "hotkey"}
-    )
-    result = await session.scalars(statement.returning(Emission), execution_options={"populate_existing": True})
+    result = await session.scalars(UPSERT_EMISSION, values, execution_options={"populate_existing": True})
     return result.one()
 
 
@@ -131,7 +153,7 @@ async def _record(session: AsyncSession, work: Work, hotkey: str, verified: bool
 
 @public.get("/projects")
 async def list_projects(session: Reader) -> list[ProjectOut]:
-    projects = await session.scalars(select(Project).order_by(Project.created_at.desc(), Project.id.desc()))
+    projects = await session.scalars(PROJECTS_NEWEST_FIRST)
     return [ProjectOut.model_validate(project) for project in projects]
 
 
@@ -156,10 +178,11 @@ async def submit_bridged(
 
 @public.get("/submissions")
 async def list_submissions(session: Reader, project_id: str | None = None) -> list[SubmissionOut]:
-    query = select(Submission).order_by(Submission.created_at.desc(), Submission.id.desc()).limit(LISTING_LIMIT)
     if project_id:
-        query = query.where(Submission.project.has(Project.project_id == project_id))
-    return [SubmissionOut.model_validate(submission) for submission in await session.scalars(query)]
+        submissions = await session.scalars(SUBMISSIONS_OF_PROJECT, {"project_id": project_id})
+    else:
+        submissions = await session.scalars(SUBMISSIONS_NEWEST_FIRST)
+    return [SubmissionOut.model_validate(submission) for submission in submissions]
 
 
 @public.get("/submissions/{submission_id}", responses=_answers((404, "No such submission")))
@@ -176,7 +199,7 @@ async def leaderboard(session: Reader) -> list[EmissionOut]:
 @admin.post("/projects")
 async def upsert_project(body: ProjectUpsert, session: Writer) -> ProjectOut:
     now = utcnow()
-    project = await session.scalar(select(Project).where(Project.project_id == body.project_id))
+    project = await session.scalar(PROJECT_BY_ID, {"project_id": body.project_id})
     if project is None:
         project = Project(project_id=body.project_id, created_at=now)
         session.add(project)
@@ -209,7 +232,7 @@ async def set_emissions(body: EmissionsIn, session: Writer) -> list[EmissionOut]
     if not body.emissions:
         raise HTTPException(400, "emissions cannot be empty")
     if body.replace:
-        await session.execute(delete(Emission))
+        await session.execute(DELETE_EMISSIONS)
     for entry in body.emissions:
         await _set_emission(session, **entry.model_dump(), updated_by=body.updated_by)
     emissions = await _leaderboard(session)
