@@ -37,6 +37,13 @@ def bounty_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # here that starts it: every test sets the same values.
     monkeypatch.setenv("CHALLENGE_OWNER_TOKEN", "owner-token")
     monkeypatch.setenv("CHALLENGE_CLOSE_INTERVAL", "0.05")
+    # Another test module may have imported it first, with other values: set them on the object too.
+    from bounty_challenge.settings import settings
+
+    from base_runner import Secret
+
+    monkeypatch.setattr(settings, "owner_token", Secret("owner-token"))
+    monkeypatch.setattr(settings, "close_interval", 0.05)
 
 
 async def create_project(client: httpx.AsyncClient, project_id: str = "cli-ui", **fields: object) -> httpx.Response:
