@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import traceback
@@ -13,11 +14,13 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__, schema, storage
 from .auth import AuthFailure, MasterAuth, token_problem
-from .db import Database, database, has_wal_reset_bug, sqlite_version
+from .db import Database, WritesRefused, database, has_wal_reset_bug, sqlite_version
+from .dbfile import DatabaseFile, disk_fault
 from .errors import describe
 from .limits import BodyLimits, RequestLimits, RequestRefused
 from .openapi import document_runner_answers
@@ -75,8 +78,13 @@ def _encodable(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database = database) -> FastAPI:
+def create_app(
+    loaded: LoadedChallenge, settings: RunnerSettings, db: Database = database, dbfile: DatabaseFile | None = None
+) -> FastAPI:
     """Build the app for ``loaded``; ``db`` must already be configured.
+
+    ``dbfile`` is the database file ``serve`` checked before starting; by
+    default the one ``settings`` name, unchecked.
 
     Raises :class:`~base_runner.errors.PluginError` when the challenge's
     routers are not routers or claim a reserved path.
@@ -92,6 +100,23 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
         ttl=settings.weights_ttl,
         timeout=settings.weights_timeout,
     )
+
+    dbfile = dbfile or DatabaseFile.of(settings)
+
+    def file_problem() -> str | None:
+        reason = dbfile.identity_problem()
+        if reason is not None and runtime.fatal is None:
+            db.refusal = f"{reason}; the runner takes no more writes and stops"
+            runtime.fail(reason)
+        return reason
+
+    runtime.probes["disk:file"] = file_problem
+    runtime.probes["disk:space"] = dbfile.space_problem
+
+    async def watch_disk() -> None:
+        while True:
+            await asyncio.sleep(settings.disk_check_interval)
+            runtime.probe()
 
     async def check_schema(at_startup: bool) -> None:
         for key in [key for key in runtime.problems if key.startswith("schema:")]:
@@ -113,11 +138,14 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
                 "unless another process writes the same database",
                 version,
             )
+        watcher: asyncio.Task[None] | None = None
         try:
             created = await db.create_all()
             if created:
                 log.info("created tables: %s", ", ".join(created))
             await db.ping()
+            dbfile.opened()
+            watcher = asyncio.create_task(watch_disk(), name=f"{slug}:disk")
             await check_schema(at_startup=True)
             async with AsyncExitStack() as stack:
                 for context in loaded.pm.hook.lifespan(app=app):
@@ -135,8 +163,11 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
                 yield
                 runtime.started = False
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await cache.close()
             await db.close()
+            dbfile.stopped()
 
     app = RunnerApp(
         fast_routes=weights_endpoints(cache, auth),
@@ -172,6 +203,21 @@ def create_app(loaded: LoadedChallenge, settings: RunnerSettings, db: Database =
             exc.errors(), custom_encoder={float: lambda v: v if math.isfinite(v) else str(v), str: _encodable}
         )
         return JSONResponse({"detail": shown}, status_code=422)
+
+    @app.exception_handler(WritesRefused)
+    async def writes_refused(request: Request, exc: WritesRefused) -> JSONResponse:
+        return JSONResponse({"error": "writes_refused", "detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(DBAPIError)
+    async def database_fault(request: Request, exc: DBAPIError) -> JSONResponse:
+        fault = disk_fault(exc, dbfile)
+        if fault is None:
+            return await unhandled(request, exc)
+        status, code, detail = fault
+        log.error("challenge %s: %s %s: %s", slug, request.method, request.url.path, detail)
+        # A full volume clears once the space probe sees room again; a failing disk does not heal.
+        runtime.problems["disk:space" if status == 507 else "disk:failed"] = detail
+        return JSONResponse({"error": code, "detail": detail}, status_code=status)
 
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -63,11 +63,14 @@ def serve(challenge: str | None, host: str | None, port: int | None, data_dir: P
     from .app import create_app, serving
     from .connections import ConnectionLimits, open_files_cap, protocol_class
     from .datadir import DataDirLock
+    from .dbfile import DatabaseFile
 
     configure_logging(debug)
     settings, loaded = start(challenge, host=host, port=port, data_dir=data_dir)
     DataDirLock(settings.data_dir).acquire(settings.lock_wait)  # held until the process exits
-    app = create_app(loaded, settings)
+    dbfile = DatabaseFile.of(settings)
+    dbfile.check_before_open()
+    app = create_app(loaded, settings, dbfile=dbfile)
     server = uvicorn.Server(
         uvicorn.Config(
             serving(app),
@@ -144,10 +147,12 @@ def plugins(as_json: bool, probe: str | None) -> None:
 @reports_errors
 def weights(challenge: str | None, data_dir: Path | None, allow_dropped: bool, debug: bool) -> None:
     """Compute the weights once and print the JSON body the master would get; exit 1 if entries were dropped."""
+    from .dbfile import DatabaseFile
     from .weights import WeightsError, serialize
 
     configure_logging(debug)
     settings, loaded = start(challenge, data_dir=data_dir)
+    DatabaseFile.of(settings).check_before_open()  # never create an empty database where one was lost
     try:
         validated = weights_once(settings, loaded)
     except WeightsError as exc:

@@ -85,6 +85,10 @@ class _CancelledReset(logging.Filter):
 logging.getLogger(f"sqlalchemy.pool.impl.{AsyncAdaptedQueuePool.__name__}").addFilter(_CancelledReset())
 
 
+class WritesRefused(Exception):
+    """The runner stopped taking writes (its database file is gone); ``str()`` says why."""
+
+
 class Base(DeclarativeBase):
     """Declarative base for challenge models; the runner creates its tables at startup."""
 
@@ -103,6 +107,8 @@ class Database:
         self._read_sessions: async_sessionmaker[AsyncSession] | None = None
         #: Bumped by every commit that changed a row; caches compare it.
         self.generation = 0
+        #: Why writing sessions are refused, once the runner must stop writing.
+        self.refusal: str | None = None
         #: Whether the writer's open transaction changed a row that is not committed yet.
         self.writes_pending = False
         #: Who holds the writer connection now, for :class:`WriterBusy`'s message.
@@ -135,6 +141,7 @@ class Database:
         )
         _setup_writer(self._writer, self, synchronous)
         _setup_reader(self._reader)
+        self.refusal = None
         self._sessions = async_sessionmaker(self._writer, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self._reader, expire_on_commit=False)
 
@@ -163,6 +170,8 @@ class Database:
             writers; any write in it fails.
         """
         self.engine  # noqa: B018 - the same "not configured" error
+        if self.refusal is not None and not readonly:
+            raise WritesRefused(self.refusal)
         factory = self._read_sessions if readonly else self._sessions
         assert factory is not None
         async with factory() as session:

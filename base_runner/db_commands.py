@@ -49,12 +49,22 @@ def db() -> None:
 @debug_option
 @reports_errors
 def init(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
-    """Create the challenge's missing tables and print what was created."""
+    """Create the database and the challenge's missing tables, and print what was created.
+
+    Also the way to start a new, empty database on a data dir whose database is gone.
+    """
+    from .datadir import DataDirLock
     from .db import database
+    from .dbfile import DatabaseFile
     from .settings import database_url
 
     settings, loaded = start(challenge, data_dir=data_dir)
+    DataDirLock(settings.data_dir).acquire(settings.lock_wait)
+    dbfile = DatabaseFile.of(settings)
+    dbfile.check_before_open(create=True)
     created = _run(database.create_all)
+    dbfile.opened()
+    dbfile.stopped()
     if created:
         click.echo(f"created {plural(len(created), 'table')}: {', '.join(created)}")
     else:

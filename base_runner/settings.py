@@ -81,6 +81,10 @@ class RunnerSettings(BaseSettings):
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     #: Seconds ``serve`` waits for another runner to release the data dir before it exits 2.
     lock_wait: float = Field(15.0, ge=0)
+    #: Megabytes the database's volume must have free to open the database and to report ready.
+    min_free_mb: float = Field(16.0, ge=0)
+    #: Seconds between checks of the database file's identity and its volume's free space (also on ``/ready``).
+    disk_check_interval: float = Field(2.0, gt=0)
     #: The 3.1 master's URL, for example ``http://master:8080``; when set, weights are pushed to it.
     master_base_url: str | None = None
     #: Seconds per epoch: must equal the master's ``epoch_interval_seconds``.
@@ -170,6 +174,11 @@ def database_url(settings: RunnerSettings) -> str:
     if not parent.is_dir():
         raise ConfigError(f"the database's folder {parent} does not exist; create it or fix CHALLENGE_DATABASE_URL")
     return settings.database_url
+
+
+def database_path(settings: RunnerSettings) -> Path:
+    """The database file that :func:`database_url` names."""
+    return Path(make_url(database_url(settings)).database or "")
 
 
 def prepare_data_dir(data_dir: Path) -> Path:
