@@ -132,12 +132,8 @@ def create_app(
         version = sqlite_version()
         log.info("challenge %s %s on base-runner %s, SQLite %s", slug, loaded.version, __version__, version)
         if has_wal_reset_bug(version):
-            log.info(
-                "SQLite %s has the WAL-reset bug (fixed in 3.51.3, 3.50.7, 3.44.6), which needs two connections "
-                "writing at once; the runner writes through one connection per process, so it cannot happen here "
-                "unless another process writes the same database",
-                version,
-            )
+            # Not a warning: one writer connection, and the data dir's lock keeps a second runner out.
+            log.debug("SQLite %s has the WAL-reset bug; one writer connection per process rules it out", version)
         watcher: asyncio.Task[None] | None = None
         try:
             created = await db.create_all()

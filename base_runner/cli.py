@@ -13,8 +13,10 @@ helpers live in :mod:`base_runner.cli_options`; groups of subcommands
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,16 +26,30 @@ from .cli_options import (
     configure_logging,
     data_dir_option,
     debug_option,
+    quiet_drivers,
     reports_errors,
     start,
     weights_once,
 )
 from .db_commands import db
+from .errors import PluginError
 from .push_commands import push
 from .text import plural
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group, which ends quietly when its reader goes away (``base-runner check | head``)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except BrokenPipeError:
+            # Python would report the pipe again when it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="base-runner")
 def main() -> None:
     """Run a BASE challenge that is installed as a plugin package."""
@@ -114,7 +130,7 @@ def serve(challenge: str | None, host: str | None, port: int | None, data_dir: P
 @click.option("--probe", metavar="NAME", hidden=True, help="Load NAME in this process and print its hooks.")
 @reports_errors
 def plugins(as_json: bool, probe: str | None) -> None:
-    """List installed challenges, each with whether it loads."""
+    """List installed challenges, each with whether it loads; exit 3 when one does not."""
     import json
 
     from .plugins import describe_all, load, select
@@ -128,13 +144,14 @@ def plugins(as_json: bool, probe: str | None) -> None:
     rows = describe_all()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
+    elif not rows:
         click.echo("no challenge is installed")
-        return
-    for row in rows:
-        state = "loads (" + ", ".join(row["hooks"]) + ")" if row["loads"] else f"BROKEN: {row['error']}"
-        click.echo(f"{row['name']}  {row['distribution']} {row['version']}  {row['module']}  {state}")
+    else:
+        for row in rows:
+            state = "loads (" + ", ".join(row["hooks"]) + ")" if row["loads"] else f"BROKEN: {row['error']}"
+            click.echo(f"{row['name']}  {row['distribution']} {row['version']}  {row['module']}  {state}")
+    if any(not row["loads"] for row in rows):
+        sys.exit(PluginError.exit_code)
 
 
 @main.command()
@@ -221,10 +238,11 @@ def check(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    quiet_drivers()
     selected = select(challenge)
     failures = asyncio.run(contract.run(selected, lambda outcome: click.echo(outcome.line()), data_dir))
     if failures:
-        click.echo(f"{selected.name}: {failures} check(s) failed; fix them before publishing", err=True)
+        click.echo(f"{selected.name}: {plural(failures, 'check')} failed; fix them before publishing", err=True)
         sys.exit(1)
     click.echo(f"{selected.name}: every check passed")
 

@@ -48,6 +48,12 @@ def configure_logging(debug: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    quiet_drivers()
+
+
+def quiet_drivers() -> None:
+    """Keep the database driver's debug lines (two per statement) out of ``--debug``'s output."""
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def reports_errors(command: F) -> F:

@@ -10,6 +10,8 @@ it can be rotated without a restart, and a secret's value never shows in a
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import typing
 from pathlib import Path
@@ -23,6 +25,7 @@ from .auth import read_secret_file
 from .settings import invalid_setting
 
 _MASK = "**********"
+log = logging.getLogger("base_runner")
 
 
 class Secret:
@@ -105,18 +108,53 @@ class _SecretsFromEnvironment(PydanticBaseSettingsSource):
         return found
 
 
+_warned: set[str] = set()
+
+
+def _variables(cls: type[BaseSettings]) -> set[str]:
+    prefix = cls.model_config.get("env_prefix", "")
+    names = {f"{prefix}{name}".upper() for name in cls.model_fields}
+    secrets = {f"{prefix}{name}_FILE".upper() for name, f in cls.model_fields.items() if _is_secret(f.annotation)}
+    return names | secrets
+
+
+def _warn_unread(cls: type[ChallengeSettings]) -> None:
+    """Warn, once each, about ``CHALLENGE_*`` variables no settings class reads: most are typos."""
+    from .settings import RunnerSettings
+
+    prefix = cls.model_config.get("env_prefix", "")
+    if prefix != RunnerSettings.model_config.get("env_prefix"):
+        return
+    known = _variables(RunnerSettings) | {f"{name}_FILE" for name in _variables(RunnerSettings)}
+    pending, classes = [ChallengeSettings], []
+    while pending:
+        current = pending.pop()
+        classes.append(current)
+        pending.extend(current.__subclasses__())
+    for settings_class in classes:
+        known |= _variables(settings_class)
+    for variable in sorted(os.environ):
+        if variable.startswith(prefix) and variable not in known and variable not in _warned:
+            _warned.add(variable)
+            close = difflib.get_close_matches(variable, sorted(_variables(cls)), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            log.warning("%s is set but neither %s nor the runner reads it%s", variable, cls.__name__, hint)
+
+
 class ChallengeSettings(BaseSettings):
     """Base class for a challenge's settings, read from ``CHALLENGE_*`` variables.
 
-    Subclass it and declare fields; ``close_after: float = 60`` reads
-    ``CHALLENGE_CLOSE_AFTER``. Fields typed :class:`Secret` (or
-    ``Secret | None``) also read ``CHALLENGE_<NAME>_FILE``. Other variables
-    are ignored. An invalid value raises
-    :class:`~base_runner.errors.ConfigError`, one line naming the variable
-    and never its value, so ``serve`` stops with exit code 2.
+        Subclass it and declare fields; ``close_after: float = 60`` reads
+        ``CHALLENGE_CLOSE_AFTER``. Fields typed :class:`Secret` (or
+        ``Secret | None``) also read ``CHALLENGE_<NAME>_FILE``. Other variables
+        are ignored, but each ``CHALLENGE_*`` variable that no settings class
+    reads is logged as a warning (naming the closest field), since most are
+    typos. An invalid value raises
+        :class:`~base_runner.errors.ConfigError`, one line naming the variable
+        and never its value, so ``serve`` stops with exit code 2.
 
-    The runner takes ``CHALLENGE_SHARED_TOKEN`` out of the environment
-    before challenge code is imported: challenge settings never see it.
+        The runner takes ``CHALLENGE_SHARED_TOKEN`` out of the environment
+        before challenge code is imported: challenge settings never see it.
     """
 
     model_config = SettingsConfigDict(env_prefix="CHALLENGE_", extra="ignore", hide_input_in_errors=True)
@@ -129,6 +167,7 @@ class ChallengeSettings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise invalid_setting(exc, self.model_config.get("env_prefix", "")) from None
+        _warn_unread(type(self))
 
     @classmethod
     def settings_customise_sources(

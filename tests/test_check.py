@@ -78,7 +78,7 @@ def test_a_failing_check_is_one_line_with_the_reason(
     ran = CHECKS[: CHECKS.index(failed)]
     assert [line.partition(":")[0] for line in lines][: len(ran) + 1] == [f"PASS {c}" for c in ran] + [f"FAIL {failed}"]
     assert [line for line in lines if line.startswith("FAIL")] == [f"FAIL {failed}: {reason}"]
-    assert result.stderr.strip().splitlines()[-1] == f"{name}: 1 check(s) failed; fix them before publishing"
+    assert result.stderr.strip().splitlines()[-1] == f"{name}: 1 check failed; fix them before publishing"
     assert "Traceback" not in result.stdout + result.stderr
     assert list(tmp_path.iterdir()) == []
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from pathlib import Path
 
+import conftest
 import pytest
-from conftest import run_cli
+from conftest import clean_env, run_cli
 
 from base_runner import __version__
 
@@ -84,3 +86,40 @@ def test_weights_failure_is_one_line_and_non_zero(sites: dict[str, Path], tmp_pa
         "(sqlite3.OperationalError) no such column: submissions.hotkey"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(sites: dict[str, Path]) -> None:
+    # base-runner check | head -1
+    proc = subprocess.Popen(
+        [conftest.BASE_RUNNER, "check", "--challenge", "example"],
+        env=clean_env([sites["example"]]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"PASS load")
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+def test_debug_leaves_out_the_drivers_lines(sites: dict[str, Path], tmp_path: Path) -> None:
+    result = run_cli("weights", "--debug", "--data-dir", str(tmp_path), sites=[sites["example"]])
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG" in result.stderr
+    assert "aiosqlite" not in result.stderr
+
+
+def test_a_mistyped_challenge_setting_is_named(sites: dict[str, Path], tmp_path: Path) -> None:
+    result = run_cli(
+        "weights", "--challenge", "sdk", "--data-dir", str(tmp_path), sites=[sites["testbed"]], CHALLENGE_ROUNDZ="5"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "CHALLENGE_ROUNDZ is set but neither SdkSettings nor the runner reads it; did you mean CHALLENGE_ROUNDS?"
+    ) in result.stderr
+    spelled = run_cli(
+        "weights", "--challenge", "sdk", "--data-dir", str(tmp_path), sites=[sites["testbed"]], CHALLENGE_ROUNDS="5"
+    )
+    assert "is set but neither" not in spelled.stderr

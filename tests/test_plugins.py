@@ -143,7 +143,7 @@ def test_bad_routers_stop_serve(sites: dict[str, Path], data: str, name: str, ex
 
 def test_plugins_lists_every_challenge_and_whether_it_loads(sites: dict[str, Path]) -> None:
     result = run_cli("plugins", "--json", sites=[sites["example"], sites["testbed"]])
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, "a broken challenge is a failure, as it is for serve"
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["example"] == {
         "name": "example",
@@ -162,6 +162,7 @@ def test_plugins_lists_every_challenge_and_whether_it_loads(sites: dict[str, Pat
 
 def test_plugins_table(sites: dict[str, Path]) -> None:
     result = run_cli("plugins", sites=[sites["example"]])
+    assert result.returncode == 0
     assert result.stdout.strip() == (
         "example  example-challenge 0.1.0  example_challenge.plugin  loads (get_weights, register_routers)"
     )
