@@ -47,3 +47,23 @@ def test_every_runner_setting_is_documented(document: str) -> None:
         f"CHALLENGE_{name.upper()}" for name in RunnerSettings.model_fields if f"`CHALLENGE_{name.upper()}`" not in text
     ]
     assert missing == [], f"{document} does not document {', '.join(missing)}"
+
+
+def test_the_image_tests_skip_when_asked(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import SKIP_IMAGE_TESTS
+
+    assert f"{SKIP_IMAGE_TESTS}=1 pytest" in (ROOT / "README.md").read_text()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_image.py"],
+        cwd=ROOT,
+        env={**os.environ, SKIP_IMAGE_TESTS: "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout
+    assert f"{SKIP_IMAGE_TESTS} is set" in result.stdout and " passed" not in result.stdout
