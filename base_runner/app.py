@@ -23,6 +23,7 @@ from .db import Database, WritesRefused, database, has_wal_reset_bug, sqlite_ver
 from .dbfile import DatabaseFile, disk_fault
 from .errors import describe
 from .limits import BodyLimits, RequestLimits, RequestRefused
+from .loopwatch import LoopWatchdog
 from .openapi import document_runner_answers
 from .plugins import HOOK_SHAPES, LoadedChallenge, routers_of
 from .push import start_pushing
@@ -135,6 +136,7 @@ def create_app(
             # Not a warning: one writer connection, and the data dir's lock keeps a second runner out.
             log.debug("SQLite %s has the WAL-reset bug; one writer connection per process rules it out", version)
         watcher: asyncio.Task[None] | None = None
+        watchdog: asyncio.Task[None] | None = None
         try:
             created = await db.create_all()
             if created:
@@ -142,6 +144,7 @@ def create_app(
             await db.ping()
             dbfile.opened()
             watcher = asyncio.create_task(watch_disk(), name=f"{slug}:disk")
+            watchdog = asyncio.create_task(LoopWatchdog(runtime, settings.loop_stall).run(), name=f"{slug}:watchdog")
             await check_schema(at_startup=True)
             async with AsyncExitStack() as stack:
                 for context in loaded.pm.hook.lifespan(app=app):
@@ -159,8 +162,9 @@ def create_app(
                 yield
                 runtime.started = False
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in (watcher, watchdog):
+                if task is not None:
+                    task.cancel()
             await cache.close()
             await db.close()
             dbfile.stopped()

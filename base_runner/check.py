@@ -26,6 +26,7 @@ from .app import API_VERSION, bind, create_app
 from .datadir import LOCK_FILE
 from .db import database
 from .errors import ConfigError, PluginError, describe
+from .loopwatch import longest_stall
 from .plugins import Challenge, LoadedChallenge, load, routers_of
 from .settings import DATABASE_FILE, RunnerSettings, load_settings, scrub_environment
 from .text import plural
@@ -34,6 +35,8 @@ from .weights import WeightsError, body_problems, compute
 if TYPE_CHECKING:
     import httpx
 
+#: Seconds without a turn of the event loop that make an async ``get_weights`` a blocking one.
+BLOCKING_STALL = 0.5
 #: The capabilities the master requires by default before it routes traffic to a challenge.
 REQUIRED_CAPABILITIES = ("get_weights", "proxy_routes")
 
@@ -195,9 +198,16 @@ async def _checks(challenge: Challenge, settings: RunnerSettings, token: str, ou
 
 async def _get_weights(loaded: LoadedChallenge, timeout: float, outcomes: _Report) -> None:
     try:
-        validated = await compute(loaded, timeout)
+        validated, stall = await longest_stall(compute(loaded, timeout))
     except WeightsError as exc:
         outcomes.failed("get_weights", str(exc))
+        return
+    if stall >= BLOCKING_STALL:
+        outcomes.failed(
+            "get_weights",
+            f"blocks the event loop for {stall:.1f}s, stalling every request meanwhile: await its I/O, "
+            "or make it a plain def (the runner runs that in a thread)",
+        )
         return
     if validated.dropped:
         reasons = "; ".join(f"{hotkey}: {reason}" for hotkey, reason in validated.dropped[:5])

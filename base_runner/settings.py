@@ -85,6 +85,8 @@ class RunnerSettings(BaseSettings):
     min_free_mb: float = Field(16.0, ge=0)
     #: Seconds between checks of the database file's identity and its volume's free space (also on ``/ready``).
     disk_check_interval: float = Field(2.0, gt=0)
+    #: Seconds the event loop may go without turning before the watchdog logs its stack and ``/ready`` says so.
+    loop_stall: float = Field(2.0, gt=0)
     #: The 3.1 master's URL, for example ``http://master:8080``; when set, weights are pushed to it.
     master_base_url: str | None = None
     #: Seconds per epoch: must equal the master's ``epoch_interval_seconds``.

@@ -62,3 +62,26 @@ def test_a_failure_is_shared_by_the_callers_that_waited(sites: dict[str, Path], 
     assert call_all(served.url, 1)[0][0] == 500
     assert httpx.get(served.url + "/weights-calls").json()["started"] == 2
     assert served.stop() == 0
+
+
+def test_a_get_weights_that_blocks_the_loop_is_logged_with_its_stack_and_on_ready(
+    sites: dict[str, Path], tmp_path: Path, server
+) -> None:
+    served = server(
+        ["--challenge", "faults", "--data-dir", str(tmp_path)],
+        [sites["testbed"]],
+        CHALLENGE_FAULTS_WEIGHTS="block:3",
+        CHALLENGE_LOOP_STALL="0.5",
+    )
+    with served.client() as client:
+        assert client.get("/ready").status_code == 200
+        assert client.get("/weights").status_code == 200
+        ready = client.get("/ready")
+    assert ready.status_code == 503
+    (reason,) = [r for r in ready.json()["reasons"] if "event loop" in r]
+    assert reason.startswith("the event loop was blocked for ")
+    assert "in get_weights (" in reason and "faults.py" in reason
+    output = served.output()
+    assert "the event loop has been blocked for " in output
+    assert "time.sleep(seconds)" in output  # the loop thread's stack, down to the blocking line
+    assert served.stop() == 0
