@@ -60,10 +60,18 @@ def main() -> None:
 @click.option("--host", help="Address to bind; default: CHALLENGE_HOST, else 127.0.0.1.")
 @click.option("--port", type=int, help="Port to bind; default: CHALLENGE_PORT, else 8000.")
 @data_dir_option
+@click.option("--reload", is_flag=True, help="For development: restart whenever the challenge's code changes.")
 @debug_option
 @reports_errors
-def serve(challenge: str | None, host: str | None, port: int | None, data_dir: Path | None, debug: bool) -> None:
+def serve(
+    challenge: str | None, host: str | None, port: int | None, data_dir: Path | None, reload: bool, debug: bool
+) -> None:
     """Serve the challenge until SIGTERM or Ctrl-C."""
+    if reload:
+        from . import reloading
+
+        reloading.serve(challenge, host, port, data_dir, debug)
+        return
     import gc
 
     # Startup builds a few hundred thousand objects that live as long as the

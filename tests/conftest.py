@@ -124,7 +124,11 @@ def _isolated_runner(tmp_path_factory: pytest.TempPathFactory) -> None:
     venv = tmp_path_factory.mktemp("runner") / "venv"
     python, _site = linked_venv(venv)
     script = venv / "bin" / "base-runner"
-    script.write_text(f"#!{python}\nimport sys\n\nfrom base_runner.cli import main\n\nsys.exit(main())\n")
+    # As pip writes console scripts: a process spawned by multiprocessing (uvicorn's reloader) imports it too.
+    script.write_text(
+        f"#!{python}\nimport sys\n\nfrom base_runner.cli import main\n\n"
+        "if __name__ == '__main__':\n    sys.exit(main())\n"
+    )
     script.chmod(0o755)
     BASE_RUNNER = str(script)
 
