@@ -1,17 +1,15 @@
-"""Build the runner image with podman and run it as Docker would, without Docker.
+"""A Docker engine and a single-node Swarm of the image test's own, and the local base image.
 
-No registry and no Docker engine are reachable on the project's machines, and
-``podman run`` is refused by their sandbox. So the base image is a Debian
-root filesystem made by debootstrap and imported into podman (cached between
-runs), images are built with ``podman build`` from the real Dockerfiles, and a
-"container" is the image's mounted root filesystem, entered in a private
-mount namespace: the root read-only, a host folder as the ``/data`` volume,
-secrets under ``/run/secrets/base``, the image's user, working dir, ``ENV``
-and ``CMD``. Everything runs on the host's network, so servers bind 127.0.0.1.
-
-Run as a script (``python image_helpers.py SPEC``), this module is the
-launcher that sets up those mounts inside ``unshare --mount`` and then
-becomes the container's command.
+Debian's docker.io (Docker 20.10, BuildKit built in) is used through
+``/usr/bin/docker``: the ``docker`` first on PATH on the project's machines
+may be a newer client without buildx, which cannot build ``RUN --mount``. The
+test starts its own ``dockerd`` with every folder it writes (data root, exec
+root, pid file, socket) in a temporary folder, no bridge and no iptables, so
+it touches nothing of the host's and only loopback and its own container
+networks carry traffic. No registry is reachable, so the base image is a
+Debian root filesystem made by debootstrap (cached between runs) with the
+host's CA bundle in it, and local images are named ``localhost/...`` so Swarm
+looks nothing up off the machine.
 """
 
 from __future__ import annotations
@@ -20,17 +18,16 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
-import sys
 import tempfile
+import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+DOCKER = "/usr/bin/docker"
+DOCKERD = "/usr/sbin/dockerd"
 #: What debootstrap installs: the parts of python:3.12-slim the Dockerfile uses.
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
@@ -38,250 +35,251 @@ BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
 CACHE_DIR = Path("/var/cache/base-runner-ci")
 #: The host's CA bundle: TLS to the package index passes through a proxy whose CA only it has.
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+#: Where dockerd looks for plugin sockets; not movable in Docker 20.10.
+PLUGINS_DIR = Path("/run/docker/plugins")
+#: The bridge Swarm makes for its containers' way out; the test's containers never use it.
+GATEWAY_BRIDGE = "docker_gwbridge"
 
-_BUILD_TIMEOUT = 600
+_BUILD_TIMEOUT = 900
 _BOOTSTRAP_TIMEOUT = 900
 
 
-def _key() -> str:
-    """A name for the base that changes whenever what goes into it does."""
-    inputs = json.dumps([BASE_SUITE, "minbase", *BASE_PACKAGES])
-    return hashlib.sha256(inputs.encode()).hexdigest()[:12]
+class Engine:
+    """``dockerd`` (and the ``containerd`` it starts) living in ``root``, stopped by their pids."""
 
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.socket = root / "docker.sock"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._made_plugins_dir = False
+        self._made_gateway_bridge = False
 
-def base_image() -> str:
-    """The local stand-in for ``python:3.12-slim``, made once and then reused.
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of every ``docker`` call: this engine, BuildKit, Debian's client first."""
+        return {
+            "DOCKER_HOST": f"unix://{self.socket}",
+            "DOCKER_BUILDKIT": "1",
+            "DOCKER_CONFIG": str(self.root / "client"),
+            "PATH": "/usr/bin:/usr/sbin:/bin:/sbin",
+            "HOME": str(self.root),
+        }
 
-    Layers of cache: the image in podman's storage; else the root
-    filesystem's tarball under :data:`CACHE_DIR`; else debootstrap (about a
-    minute), whose result fills both.
-    """
-    name = f"localhost/debian-python:{BASE_SUITE}-{_key()}"
-    if _run(["podman", "image", "exists", name], check=False).returncode == 0:
-        return name
-    tarball = CACHE_DIR / f"debian-python-{BASE_SUITE}-{_key()}.tar"
-    if not tarball.exists():
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=CACHE_DIR) as scratch:
-            rootfs = Path(scratch) / "rootfs"
-            _run(
-                [
-                    "debootstrap",
-                    "--variant=minbase",
-                    f"--include={','.join(BASE_PACKAGES)}",
-                    BASE_SUITE,
-                    str(rootfs),
-                ],
-                timeout=_BOOTSTRAP_TIMEOUT,
+    def start(self, timeout: float = 60) -> None:
+        # dockerd writes its identity key to /etc/docker unless its configuration says where.
+        config = self.root / "daemon.json"
+        config.write_text(json.dumps({"deprecated-key-path": str(self.root / "key.json")}))
+        # The one folder dockerd makes outside its roots, whatever it is told: removed if it made it.
+        self._made_plugins_dir = not PLUGINS_DIR.parent.exists()
+        self._made_gateway_bridge = not Path(f"/sys/class/net/{GATEWAY_BRIDGE}").exists()
+        command = [DOCKERD, "--config-file", str(config)]
+        command += ["--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec")]
+        command += ["--pidfile", str(self.root / "dockerd.pid"), "--host", f"unix://{self.socket}"]
+        # No bridge, no NAT, no forwarding: containers get only the networks the test creates.
+        command += ["--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false"]
+        with (self.root / "dockerd.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-            # Like the slim images: no downloaded packages or package lists.
-            for leftovers in ("var/cache/apt/archives", "var/lib/apt/lists"):
-                for path in (rootfs / leftovers).glob("*"):
-                    if path.is_file():
-                        path.unlink()
-            partial = tarball.with_suffix(".partial")
-            _run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], timeout=_BOOTSTRAP_TIMEOUT)
-            partial.rename(tarball)
-    _run(["podman", "import", str(tarball), name], timeout=_BOOTSTRAP_TIMEOUT)
-    return name
+        deadline = time.monotonic() + timeout
+        while self.docker("version", check=False).returncode != 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"dockerd did not start:\n{self.log()}")
+            time.sleep(0.5)
 
+    def log(self) -> str:
+        path = self.root / "dockerd.log"
+        return path.read_text(errors="replace")[-5000:] if path.exists() else ""
 
-def build(context: Path, tag: str, dockerfile: Path, build_args: Mapping[str, str]) -> None:
-    """``podman build`` of a real Dockerfile, leaving nothing behind but the tagged image.
+    def docker(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return run([DOCKER, *args], env=self.env, input=input, check=check, timeout=timeout)
 
-    ``--layers=false`` keeps no intermediate images to clean up; ``--format
-    docker`` keeps ``HEALTHCHECK``, which the OCI format drops; the host's CA
-    bundle is mounted for the build's RUN steps only, never stored in a layer.
-    """
-    command = ["podman", "build", "--isolation", "chroot", "--format", "docker", "--layers=false", "--pull=never"]
-    command += ["--file", str(dockerfile), "--tag", tag]
-    for name, value in build_args.items():
-        command += ["--build-arg", f"{name}={value}"]
-    if HOST_CA_BUNDLE.exists():
-        command += ["--volume", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
-    _run([*command, str(context)], timeout=_BUILD_TIMEOUT)
+    def shell(self, script: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """A script of ``docker`` commands, as an operator types it, against this engine."""
+        return run(["bash", "-euo", "pipefail", "-c", script], env={**self.env, **(env or {})}, timeout=300)
 
-
-def remove_image(tag: str) -> None:
-    _run(["podman", "image", "rm", "--force", tag], check=False)
-
-
-def inspect(tag: str) -> dict[str, Any]:
-    """``podman image inspect``: ``Config`` holds ENV, CMD and USER; ``Healthcheck`` is top-level."""
-    image: dict[str, Any] = json.loads(_run(["podman", "image", "inspect", tag]).stdout)[0]
-    return image
+    def stop(self) -> None:
+        """Swarm left, dockerd and containerd stopped by pid, every mount under ``root`` undone."""
+        if self.process is not None and self.process.poll() is None:
+            self.docker("swarm", "leave", "--force", check=False, timeout=60)
+            containers = self.docker("ps", "-aq", check=False).stdout.split()
+            if containers:
+                self.docker("rm", "--force", "--volumes", *containers, check=False, timeout=120)
+            # Swarm's bridge to the host: an interface in the host's namespace, which outlives dockerd.
+            self.docker("network", "rm", GATEWAY_BRIDGE, check=False)
+        containerd = _pid(self.root / "exec" / "containerd" / "containerd.pid")
+        if self.process is not None:
+            _terminate(self.process.pid, lambda: self.process is not None and self.process.poll() is None)
+        if containerd is not None:
+            _terminate(containerd, lambda: _alive(containerd))
+        # The shims of containers that outlived a hard stop: found by this engine's own root, nothing else.
+        for pid in _pids_mentioning(str(self.root)):
+            _terminate(pid, lambda pid=pid: _alive(pid))
+        for mount in reversed(_mounts_under(self.root)):
+            subprocess.run(["umount", "--lazy", mount], check=False, capture_output=True)
+        if self._made_gateway_bridge and Path(f"/sys/class/net/{GATEWAY_BRIDGE}").exists():
+            subprocess.run(["ip", "link", "delete", GATEWAY_BRIDGE], check=False, capture_output=True)
+        if self._made_plugins_dir:
+            for folder in (PLUGINS_DIR, PLUGINS_DIR.parent):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 @contextlib.contextmanager
-def mounted(tag: str) -> Iterator[Path]:
-    """The image's root filesystem, as a folder on the host."""
-    root = Path(_run(["podman", "image", "mount", tag]).stdout.strip())
-    try:
-        yield root
-    finally:
-        _run(["podman", "image", "umount", "--force", tag], check=False)
+def engine() -> Iterator[Engine]:
+    """A running engine in a fresh temporary folder, gone with its folder afterwards whatever happens."""
+    # Under /tmp: a unix socket path must stay under 108 bytes.
+    with tempfile.TemporaryDirectory(prefix="swarm-", dir="/tmp") as folder:
+        started = Engine(Path(folder))
+        try:
+            started.start()
+            yield started
+        finally:
+            started.stop()
 
 
-@dataclass
-class Container:
-    """How Docker would start the image: its root, user, working dir, environment and command."""
+class DieEvents:
+    """``docker events`` for containers that died, so that a removed task's exit code is still known."""
 
-    root: Path
-    volume: Path
-    secrets: Path
-    uid: int
-    gid: int
-    workdir: str
-    env: dict[str, str]
-    cmd: list[str]
-    log: Path
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    def __init__(self, engine: Engine) -> None:
+        command = [DOCKER, "events", "--filter", "type=container", "--filter", "event=die", "--format", "{{json .}}"]
+        self._process = subprocess.Popen(command, env=engine.env, stdout=subprocess.PIPE, text=True)
+        self._codes: dict[str, int] = {}
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
 
-    @classmethod
-    def of(cls, image: Mapping[str, Any], root: Path, volume: Path, secrets: Path, log: Path) -> Container:
-        config = image["Config"]
-        uid, _, gid = config["User"].partition(":")
-        env = dict(item.split("=", 1) for item in config.get("Env") or [])
-        # Docker sets HOME from the user's passwd entry when the image does not.
-        env.setdefault("HOME", _home(root, int(uid)))
-        return cls(
-            root=root,
-            volume=volume,
-            secrets=secrets,
-            uid=int(uid),
-            gid=int(gid or uid),
-            workdir=config.get("WorkingDir") or "/",
-            env=env,
-            cmd=[*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])],
-            log=log,
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            event = json.loads(line)
+            with self._changed:
+                self._codes[event["id"]] = int(event["Actor"]["Attributes"]["exitCode"])
+                self._changed.notify_all()
+
+    def exit_code(self, container: str, timeout: float = 30) -> int:
+        """The exit code of ``container`` (a full id), waiting for it to die."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: container in self._codes, timeout=timeout):
+                raise AssertionError(f"container {container[:12]} did not stop within {timeout} s")
+            return self._codes[container]
+
+    def close(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+
+
+def base_image(engine: Engine) -> str:
+    """The local stand-in for ``python:3.12-slim``, with the host's CA bundle for the builds' pip.
+
+    Made once per engine. The root filesystem's tarball is cached under
+    :data:`CACHE_DIR`; without it debootstrap makes one (about a minute and a half).
+    """
+    key = hashlib.sha256(json.dumps([BASE_SUITE, "minbase", *BASE_PACKAGES]).encode()).hexdigest()[:12]
+    name = f"localhost/debian-python:{BASE_SUITE}-{key}"
+    if engine.docker("image", "inspect", name, check=False).returncode == 0:
+        return name
+    tarball = CACHE_DIR / f"debian-python-{BASE_SUITE}-{key}.tar"
+    if not tarball.exists():
+        _bootstrap(tarball)
+    rootfs = f"localhost/debian-python-rootfs:{BASE_SUITE}-{key}"
+    engine.docker("import", str(tarball), rootfs, timeout=_BOOTSTRAP_TIMEOUT)
+    with tempfile.TemporaryDirectory() as context:
+        bundle = Path(context) / "ca-certificates.crt"
+        bundle.write_bytes(HOST_CA_BUNDLE.read_bytes() if HOST_CA_BUNDLE.exists() else b"")
+        (Path(context) / "Dockerfile").write_text(
+            f"FROM {rootfs}\nCOPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt\n"
         )
-
-    def _spec(self, cmd: Sequence[str]) -> str:
-        return json.dumps(
-            {
-                "root": str(self.root),
-                "volume": str(self.volume),
-                "secrets": str(self.secrets),
-                "uid": self.uid,
-                "gid": self.gid,
-                "workdir": self.workdir,
-                "env": self.env,
-                "cmd": list(cmd),
-            }
-        )
-
-    def start(self) -> None:
-        """Start the image's command; the launcher execs into it, so the PID is the command's."""
-        assert self.process is None or self.process.poll() is not None, "already running"
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", sys.executable, __file__, self._spec(self.cmd)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def run(self, cmd: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run ``cmd`` in a container of its own, like ``docker run IMAGE CMD``."""
-        launcher = [sys.executable, __file__, self._spec(cmd)]
-        return _run(["unshare", "--mount", "--propagation", "private", *launcher], check=False, timeout=timeout)
-
-    def exec(self, cmd: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run ``cmd`` beside the running command, like ``docker exec``: its mounts, root and user."""
-        assert self.process is not None and self.process.poll() is None, self.logs()
-        target = str(self.process.pid)
-        enter = ["nsenter", "--target", target, "--mount", "--root", "--wd"]
-        enter += ["--setuid", str(self.uid), "--setgid", str(self.gid), "--"]
-        return subprocess.run(
-            [*enter, *cmd], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-
-    def stop(self, timeout: float = 20) -> int:
-        """SIGTERM, as ``docker stop`` sends it, then the exit code."""
-        assert self.process is not None
-        self.process.terminate()
-        return self.process.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def wait_for(self, url: str, timeout: float = 60) -> None:
-        """Until ``url`` answers at all, or fail with the container's output."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, f"exited early:\n{self.logs()}"
-            try:
-                request(url)
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"{url} did not answer within {timeout} s:\n{self.logs()}")
+        build(engine, Path(context), name, Path(context) / "Dockerfile", {})
+    return name
 
 
-def request(
-    url: str, *, method: str = "GET", body: Any = None, headers: Mapping[str, str] | None = None
-) -> tuple[int, Any]:
-    """Status and decoded JSON body; never through a proxy, since only 127.0.0.1 is spoken to."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.load(exc)
+def _bootstrap(tarball: Path) -> None:
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as scratch:
+        rootfs = Path(scratch) / "rootfs"
+        include = f"--include={','.join(BASE_PACKAGES)}"
+        run(["debootstrap", "--variant=minbase", include, BASE_SUITE, str(rootfs)], timeout=_BOOTSTRAP_TIMEOUT)
+        # Like the slim images: no downloaded packages or package lists.
+        for leftovers in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for path in (rootfs / leftovers).glob("*"):
+                if path.is_file():
+                    path.unlink()
+        partial = tarball.with_suffix(".partial")
+        run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], timeout=_BOOTSTRAP_TIMEOUT)
+        partial.rename(tarball)
 
 
-def _home(root: Path, uid: int) -> str:
-    for line in (root / "etc/passwd").read_text().splitlines():
-        fields = line.split(":")
-        if len(fields) > 5 and fields[2] == str(uid):
-            return fields[5]
-    return "/"
+def build(engine: Engine, context: Path, tag: str, dockerfile: Path, build_args: Mapping[str, str]) -> None:
+    """``docker build`` of a real Dockerfile; ``--network host`` is how its RUN steps reach the package index."""
+    command = ["build", "--network", "host", "--file", str(dockerfile), "--tag", tag]
+    for name, value in build_args.items():
+        command += ["--build-arg", f"{name}={value}"]
+    engine.docker(*command, str(context), timeout=_BUILD_TIMEOUT)
 
 
-def _run(command: Sequence[str], check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+def run(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``command``'s output; with ``check``, a failure shows everything it printed."""
+    result = subprocess.run(command, env=env, input=input, capture_output=True, text=True, timeout=timeout, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
 
 
-def _launch(spec: dict[str, Any]) -> None:
-    """Inside a private mount namespace: lay out the container's mounts, then become its command.
-
-    The mounts vanish with the namespace when the command exits, so nothing
-    is left mounted on the host whatever happens to the test.
-    """
-    root = spec["root"]
-
-    def mount(*args: str) -> None:
-        subprocess.run(["mount", *args], check=True)
-
-    mount("--bind", spec["volume"], f"{root}/data")
-    mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", f"{root}/proc")
-    # Docker gives a container a /dev of its own; the host's stands in.
-    mount("--rbind", "/dev", f"{root}/dev")
-    # The read-only root cannot take new mount points; a tmpfs on /run holds the secrets' one.
-    mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=755", "tmpfs", f"{root}/run")
-    os.makedirs(f"{root}/run/secrets/base")
-    mount("--bind", "-o", "ro", spec["secrets"], f"{root}/run/secrets/base")
-    mount("-o", "remount,bind,ro", root)
-    os.chroot(root)
-    os.chdir(spec["workdir"])
-    os.setgroups([])
-    os.setgid(spec["gid"])
-    os.setuid(spec["uid"])
-    os.execvpe(spec["cmd"][0], spec["cmd"], spec["env"])
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
-if __name__ == "__main__":
-    _launch(json.loads(sys.argv[1]))
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead but for its parent's wait; /proc tells it apart.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+def _terminate(pid: int, running: object, grace: float = 30) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; ``running()`` tells whether ``pid`` is still up."""
+    assert callable(running)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
+        if not running():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def _mounts_under(root: Path) -> list[str]:
+    """Mount points at or below ``root``, in the order they were mounted."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == str(root) or point.startswith(f"{root}/"):
+            points.append(point)
+    return points
