@@ -5,6 +5,7 @@ The names a challenge imports::
     from base_runner import Base, database, hookimpl, run_worker, storage
     from base_runner import ChallengeSettings, Secret, OwnerAuth, VerifiedHotkey, verified_hotkey
     from base_runner import UTCDateTime
+    from base_runner import ApiError, error_response
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .config import ChallengeSettings, Secret
     from .db import Base, database
     from .hookspecs import hookimpl
+    from .wire import ApiError, error_response
     from .workers import run_worker
 
 # Imported on first use: pytest loads base_runner.testing in every run where
@@ -41,9 +43,12 @@ _HOMES = {
     "VerifiedHotkey": ".auth",
     "verified_hotkey": ".auth",
     "UTCDateTime": ".columns",
+    "ApiError": ".wire",
+    "error_response": ".wire",
 }
 
 __all__ = [
+    "ApiError",
     "Base",
     "ChallengeSettings",
     "OwnerAuth",
@@ -52,6 +57,7 @@ __all__ = [
     "VerifiedHotkey",
     "__version__",
     "database",
+    "error_response",
     "hookimpl",
     "run_worker",
     "storage",

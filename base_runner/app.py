@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
+import time
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__, schema, storage
-from .auth import AuthFailure, MasterAuth, token_problem
+from .auth import MasterAuth, token_problem
+from .correlation import CorrelationMiddleware, current
 from .db import Database, WritesRefused, database, has_wal_reset_bug, sqlite_version
 from .dbfile import DatabaseFile, disk_fault
 from .errors import describe
@@ -33,11 +35,29 @@ from .storable import guard_routes
 from .unsaved import UnsavedChanges
 from .weights import WeightsCache, call_get_weights
 from .weights_routes import weights_endpoints
+from .wire import (
+    MASTER_CAPABILITIES,
+    SDK_CAPABILITIES,
+    ApiError,
+    code_for_status,
+    error_response,
+    health_body,
+    validation_detail,
+    version_body,
+)
 
 log = logging.getLogger("base_runner")
 
-API_VERSION = "1.0"
-CAPABILITIES = ("get_weights", "proxy_routes", "async_sqlalchemy")
+#: Methods that never write, which a runner that is not ready still serves (as the SDK does).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The paths that say what state the runner is in: never refused for not being ready.
+DISCOVERY_PATHS = frozenset({"/health", "/ready", "/version", "/internal/status"})
+#: Every check with its reasons and details, for operators; outside /internal/v1/, so it needs no token.
+STATUS_PATH = "/internal/status"
+#: Seconds a health probe waits for the database before calling it unhealthy.
+PROBE_TIMEOUT = 3.0
+#: A write refused for not being ready probes again at most this often, in seconds.
+GATE_REPROBE_INTERVAL = 1.0
 
 
 def bind(settings: RunnerSettings, db: Database = database) -> None:
@@ -47,10 +67,13 @@ def bind(settings: RunnerSettings, db: Database = database) -> None:
 
 
 class RunnerApp(FastAPI):
-    """FastAPI, with ``GET`` on the weights paths answered before its middleware and routing.
+    """FastAPI, behind the correlation id, with ``GET`` on the weights paths answered before its routing.
 
-    The endpoints are also ordinary routes, which answer the other methods
-    (405) and any caller that goes through the router.
+    The weights endpoints are also ordinary routes, which answer the other
+    methods (405) and any caller that goes through the router. ``write_gate``
+    (set by :func:`create_app`) refuses requests that may write while the
+    runner is not ready: it returns the refusal, or ``None`` to let the
+    request through.
     """
 
     def __init__(
@@ -58,25 +81,32 @@ class RunnerApp(FastAPI):
     ) -> None:
         super().__init__(**options)
         self.fast_routes = fast_routes
+        self.write_gate: Callable[[], Awaitable[Response | None]] | None = None
         for path, endpoint in fast_routes.items():
             self.router.add_route(path, endpoint, methods=["GET"], include_in_schema=False)
-        # Outside everything, the fast routes included: no request skips its limits.
-        self._entry = RequestLimits(self._dispatch, limits, master_auth, skip_auth=frozenset(fast_routes))
+        # Outside everything, the fast routes included: every answer carries the correlation id,
+        # and no request skips its limits.
+        self._entry = CorrelationMiddleware(
+            RequestLimits(self._dispatch, limits, master_auth, skip_auth=frozenset(fast_routes))
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._entry(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            endpoint = self.fast_routes.get(scope["path"])
-            if endpoint is not None:
-                await endpoint(scope, receive, send)
-                return
+        if scope["type"] == "http":
+            method = scope["method"]
+            if method == "GET":
+                endpoint = self.fast_routes.get(scope["path"])
+                if endpoint is not None:
+                    await endpoint(scope, receive, send)
+                    return
+            elif method not in SAFE_METHODS and self.write_gate is not None and scope["path"] not in DISCOVERY_PATHS:
+                refusal = await self.write_gate()
+                if refusal is not None:
+                    await refusal(scope, receive, send)
+                    return
         await super().__call__(scope, receive, send)
-
-
-def _encodable(text: str) -> str:
-    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def create_app(
@@ -120,13 +150,25 @@ def create_app(
             runtime.probe()
 
     async def check_schema(at_startup: bool) -> None:
-        for key in [key for key in runtime.problems if key.startswith("schema:")]:
-            del runtime.problems[key]
+        runtime.report("schema", None)
         for number, drift in enumerate(await schema.check(db.read_engine)):
             if drift.blocking:
-                runtime.problems[f"schema:{number}"] = drift.line
+                runtime.report("schema", drift.line, key=str(number))
             if at_startup:
                 log.log(logging.ERROR if drift.blocking else logging.WARNING, "schema drift: %s", drift.line)
+
+    async def probe() -> None:
+        """Bring the checks that can change on their own up to date: the parts' probes, schema drift, the database."""
+        runtime.probe()
+        if runtime.failing("schema"):
+            await check_schema(at_startup=False)  # the operator may have applied the fix since
+        try:
+            await asyncio.wait_for(db.ping(), PROBE_TIMEOUT)
+        except Exception as exc:
+            shown = f"no answer in {PROBE_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else describe(exc)
+            runtime.report("database", f"the database does not answer: {shown}")
+        else:
+            runtime.report("database", None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -180,14 +222,29 @@ def create_app(
     app.state.runtime = runtime
     app.add_middleware(UnsavedChanges, slug=slug, db=db)
     runtime.probes["auth:token"] = lambda: token_problem(auth)
+    # Without its token the master cannot pull: not ready for it, but no reason to refuse a miner's write.
+    runtime.declare("auth", guards_writes=False)
     app.state.challenge = loaded
     app.state.weights = cache
     # For the dependencies challenge routes use: verified_hotkey checks the master's token with it.
     app.state.master_auth = auth
 
-    @app.exception_handler(AuthFailure)
-    async def refused(request: Request, failure: AuthFailure) -> JSONResponse:
-        return JSONResponse(failure.body(), status_code=failure.status_code)
+    @app.exception_handler(ApiError)
+    async def refused(request: Request, error: ApiError) -> Response:
+        return error.response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # Challenge routes' own HTTPExceptions keep their status, headers and
+        # detail; the code comes from the status. A structured detail, which
+        # the envelope's string cannot hold, passes through as FastAPI sends it.
+        if not isinstance(exc.detail, str):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        detail = exc.detail
+        # Starlette's own 404 and 405 carry only the status phrase: say what was asked.
+        if exc.status_code in (404, 405) and detail in ("Not Found", "Method Not Allowed"):
+            detail = f"{detail.lower()}: {request.method} {request.url.path[:200]}"
+        return error_response(exc.status_code, code_for_status(exc.status_code), detail, headers=exc.headers)
 
     @app.exception_handler(RequestRefused)
     async def refused_input(request: Request, refused: RequestRefused) -> Response:
@@ -195,21 +252,17 @@ def create_app(
         return Response(body, status_code=refused.status_code, headers={k.decode(): v.decode() for k, v in headers})
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own 422 echoes each bad input; a NaN or infinity sent in a
-        # body would make that answer unencodable, a 500 instead of a 422.
-        # A lone surrogate in an echoed string is not UTF-8 either: it is shown escaped.
-        shown = jsonable_encoder(
-            exc.errors(), custom_encoder={float: lambda v: v if math.isfinite(v) else str(v), str: _encodable}
-        )
-        return JSONResponse({"detail": shown}, status_code=422)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # Which fields failed, never the input itself: FastAPI's own 422
+        # echoes each bad input, a 100 MB body included.
+        return error_response(422, "validation_failed", validation_detail(exc.errors()))
 
     @app.exception_handler(WritesRefused)
-    async def writes_refused(request: Request, exc: WritesRefused) -> JSONResponse:
-        return JSONResponse({"error": "writes_refused", "detail": str(exc)}, status_code=503)
+    async def writes_refused(request: Request, exc: WritesRefused) -> Response:
+        return error_response(503, "writes_refused", str(exc))
 
     @app.exception_handler(DBAPIError)
-    async def database_fault(request: Request, exc: DBAPIError) -> JSONResponse:
+    async def database_fault(request: Request, exc: DBAPIError) -> Response:
         fault = disk_fault(exc, dbfile)
         if fault is None:
             return await unhandled(request, exc)
@@ -217,53 +270,87 @@ def create_app(
         log.error("challenge %s: %s %s: %s", slug, request.method, request.url.path, detail)
         # A full volume clears once the space probe sees room again; a failing disk does not heal.
         runtime.problems["disk:space" if status == 507 else "disk:failed"] = detail
-        return JSONResponse({"error": code, "detail": detail}, status_code=status)
+        return error_response(status, code, detail)
 
     @app.exception_handler(Exception)
-    async def unhandled(request: Request, exc: Exception) -> JSONResponse:
+    async def unhandled(request: Request, exc: Exception) -> Response:
         log.error(
-            "challenge %s: %s %s raised %s: %s",
+            "challenge %s: %s %s raised %s: %s (correlation id %s)",
             slug,
             request.method,
             request.url.path,
             type(exc).__name__,
             exc,
+            current(),
             exc_info=exc,
         )
-        return JSONResponse({"error": "internal_error", "challenge": slug}, status_code=500)
-
-    @app.get("/health", include_in_schema=False)
-    async def health() -> JSONResponse:
-        status = "ok" if runtime.fatal is None else "error"
-        return JSONResponse(
-            {"status": status, "slug": slug, "version": loaded.version}, status_code=200 if status == "ok" else 503
+        return error_response(
+            500, "internal_error", f"challenge {slug} failed on this request; its log names the fault with this id"
         )
 
-    @app.get("/version", include_in_schema=False)
-    async def version() -> dict[str, Any]:
+    last_gate_probe = 0.0
+
+    async def write_gate() -> Response | None:
+        nonlocal last_gate_probe
+        blockers = runtime.write_blockers()
+        if blockers and time.monotonic() - last_gate_probe >= GATE_REPROBE_INTERVAL:
+            last_gate_probe = time.monotonic()
+            await probe()
+            blockers = runtime.write_blockers()
+        if not blockers:
+            return None
+        return error_response(
+            503,
+            "runtime_not_ready",
+            f"challenge {slug} is not ready ({', '.join(blockers)}), so it takes no writes; GET /ready says when it is",
+            headers={"Retry-After": "5"},
+        )
+
+    app.write_gate = write_gate
+
+    async def health_now() -> dict[str, Any]:
+        await probe()
+        return health_body(slug, loaded.version, runtime.checks(), SDK_CAPABILITIES)
+
+    @app.api_route("/health", methods=["GET", "HEAD"], include_in_schema=False)
+    async def health() -> JSONResponse:
+        # 200 while the process lives, whatever the checks say: Swarm's health
+        # probe restarts on anything else, and restarting cures no drift.
+        return JSONResponse(await health_now(), status_code=503 if runtime.fatal is not None else 200)
+
+    @app.api_route("/ready", methods=["GET", "HEAD"], include_in_schema=False)
+    async def ready() -> JSONResponse:
+        body = await health_now()
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get(STATUS_PATH, include_in_schema=False)
+    async def status() -> dict[str, Any]:
+        # HealthResponse forbids any field it does not know, so the reasons
+        # and the parts' details are here: not public (masters' proxies
+        # refuse /internal/*), and asked for by no master.
+        body = await health_now()
         return {
-            "api_version": API_VERSION,
-            "challenge_version": loaded.version,
-            "sdk_version": __version__,
-            "capabilities": list(CAPABILITIES),
+            **{k: body[k] for k in ("status", "slug", "ready")},
+            "checks": {
+                c["name"]: {
+                    "status": c["status"],
+                    "required": c["required"],
+                    "reasons": runtime.failing(c["name"]),
+                    **runtime.details.get(c["name"], {}),
+                }
+                for c in body["checks"]
+            },
         }
 
-    @app.get("/ready", include_in_schema=False)
-    async def ready() -> JSONResponse:
-        runtime.probe()
-        if any(key.startswith("schema:") for key in runtime.problems):
-            await check_schema(at_startup=False)  # the operator may have applied the fix since
-        reasons = runtime.reasons()
-        if not reasons:
-            try:
-                await db.ping()
-            except Exception as exc:
-                reasons = [f"the database does not answer: {describe(exc)}"]
-        # The optional parts (the pusher), shown but never deciding readiness.
-        checks = {"checks": runtime.checks} if runtime.checks else {}
-        if reasons:
-            return JSONResponse({"status": "not_ready", "reasons": reasons, **checks}, status_code=503)
-        return JSONResponse({"status": "ready", **checks})
+    @app.api_route("/version", methods=["GET", "HEAD"], include_in_schema=False)
+    async def version() -> dict[str, Any]:
+        return version_body(
+            slug=slug,
+            distribution=loaded.challenge.distribution,
+            version=loaded.version,
+            runner_version=__version__,
+            capabilities=MASTER_CAPABILITIES + SDK_CAPABILITIES,
+        )
 
     for router in routers:
         guard_routes(router, settings.max_json_depth)

@@ -5,7 +5,8 @@ comes from a file is read on every request, so it can be rotated.
 
 For challenge code: :class:`OwnerAuth` guards owner routes,
 :func:`verified_hotkey` gives the miner hotkey the master verified on a
-bridged submission. Both answer refusals as JSON ``{"error", "detail"}``.
+bridged submission. Both answer refusals as the runner's error envelope
+(:func:`base_runner.wire.error_response`): ``{code, detail, correlation_id}``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydantic import SecretStr
 
 # A verified hotkey ends up as a weights key: the same limit applies.
 from .weights import MAX_HOTKEY_LENGTH
+from .wire import ApiError
 
 if TYPE_CHECKING:
     from .config import ChallengeSettings
@@ -34,19 +36,11 @@ OWNER_HEADER = "x-owner-token"
 VERIFIED_PREFIXES = ("x-base-", "x-platform-")
 
 
-@dataclass(eq=False)
-class AuthFailure(Exception):
-    """Why a request is refused: an HTTP status and a JSON-able body."""
+class AuthFailure(ApiError):
+    """Why a request is refused: an HTTP status, an envelope code and one sentence.
 
-    status_code: int
-    error: str
-    detail: str
-
-    def body(self) -> dict[str, str]:
-        return {"error": self.error, "detail": self.detail}
-
-    def __str__(self) -> str:
-        return self.detail
+    ``AuthFailure(401, "invalid_token", "...")``; ``str()`` is the sentence.
+    """
 
 
 def read_secret_file(path: Path, kind: str = "token") -> str | None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import SecretStr
 
-from .app import API_VERSION, bind, create_app
+from .app import bind, create_app
 from .datadir import LOCK_FILE
 from .db import database
 from .errors import ConfigError, PluginError, describe
@@ -31,6 +31,7 @@ from .plugins import Challenge, LoadedChallenge, load, routers_of
 from .settings import DATABASE_FILE, RunnerSettings, load_settings, scrub_environment
 from .text import plural
 from .weights import WeightsError, body_problems, compute
+from .wire import API_VERSION
 
 if TYPE_CHECKING:
     import httpx

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import AuthFailure, MasterAuth
+from .wire import error_body
 
 #: Paths only the master may call; their bodies are read only once its token is checked.
 AUTHENTICATED_PREFIX = "/internal/v1/"
@@ -55,7 +56,7 @@ class RequestRefused(HTTPException):
 
     def response_parts(self) -> tuple[list[tuple[bytes, bytes]], bytes]:
         """Headers and body of the answer; the connection is closed, as the rest of the body is not read."""
-        body = json.dumps({"error": self.error, "detail": self.detail}).encode()
+        body = json.dumps(error_body(self.error, self.detail)).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -125,7 +126,7 @@ class RequestLimits:
             await refused.answer(send)
             return
         except AuthFailure as failure:
-            await RequestRefused(failure.status_code, failure.error, failure.detail).answer(send)
+            await RequestRefused(failure.status_code, failure.code, failure.detail).answer(send)
             return
         started = answered = False
 

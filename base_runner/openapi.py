@@ -13,11 +13,18 @@ from fastapi import FastAPI
 
 from .limits import AUTHENTICATED_PREFIX
 
-#: The body of the runner's refusals: ``error`` names the fault, ``detail`` says what to change.
+#: The body of every error the runner answers: the SDK 1.0 ``ErrorResponse`` (:func:`base_runner.wire.error_response`).
 ERROR_SCHEMA: dict[str, Any] = {
-    "title": "RunnerError",
+    "title": "ErrorResponse",
     "type": "object",
-    "properties": {"error": {"type": "string"}, "detail": {}},
+    "required": ["code", "detail", "correlation_id"],
+    "properties": {
+        "code": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+        "detail": {"type": "string", "maxLength": 512},
+        "correlation_id": {"type": "string", "maxLength": 128},
+        "expected": {"type": "string"},
+        "actual": {"type": "string"},
+    },
 }
 
 _EVERY_ROUTE = {
@@ -45,8 +52,8 @@ def document_runner_answers(app: FastAPI) -> None:
 
 
 def _add_runner_answers(schema: dict[str, Any]) -> None:
-    schema.setdefault("components", {}).setdefault("schemas", {})["RunnerError"] = ERROR_SCHEMA
-    content = {"application/json": {"schema": {"$ref": "#/components/schemas/RunnerError"}}}
+    schema.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = ERROR_SCHEMA
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             if method not in _METHODS:
@@ -57,6 +64,9 @@ def _add_runner_answers(schema: dict[str, Any]) -> None:
             if path.startswith(AUTHENTICATED_PREFIX):
                 answers.update(_MASTER_ONLY)
             responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                # FastAPI documents its own 422 body; the runner answers the envelope instead.
+                responses["422"]["content"] = content
             for status, description in answers.items():
                 # The challenge's own description of a status wins.
                 responses.setdefault(status, {"description": description, "content": content})

@@ -501,7 +501,7 @@ async def start_pushing(
     if problem is not None:
         message = f"cannot push weights for challenge {slug!r}: {problem}"
         log.error("%s", message)
-        runtime.report("pusher", {"status": "degraded", "error": message})
+        runtime.publish("pusher", {"status": "degraded", "error": message})
         yield
         return
 
@@ -511,7 +511,12 @@ async def start_pushing(
     store = await asyncio.to_thread(PushStore, store_path(settings.data_dir), slug)
     try:
         async with pushing(
-            slug=slug, settings=settings, weights=weights, token=auth.expected_token, store=store, report=runtime.report
+            slug=slug,
+            settings=settings,
+            weights=weights,
+            token=auth.expected_token,
+            store=store,
+            report=runtime.publish,
         ):
             yield
     finally:

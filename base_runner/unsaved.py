@@ -7,7 +7,7 @@ would come after the answer, and a 2xx must only follow a write that is on
 disk. So this ASGI middleware looks, as the response starts, at the sessions
 :meth:`~base_runner.db.Database.session_dependency` opened for the request;
 when one still holds uncommitted changes, it logs an error naming the route
-and answers ``500 {"error": "uncommitted_changes", ...}`` instead.
+and answers 500 with the error envelope, code ``uncommitted_changes``, instead.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from .db import Database, holder_name, request_sessions
+from .wire import error_body
 
 log = logging.getLogger("base_runner")
 
@@ -62,7 +63,7 @@ class UnsavedChanges:
             "call `await session.commit()` before returning"
         )
         log.error("challenge %s: %s", self.slug, detail)
-        body = json.dumps({"error": "uncommitted_changes", "challenge": self.slug, "detail": detail}).encode()
+        body = json.dumps(error_body("uncommitted_changes", f"challenge {self.slug}: {detail}")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 500, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -31,11 +31,15 @@ MAX_HOTKEY_LENGTH = 128
 
 
 class WeightsError(Exception):
-    """``get_weights`` failed; ``str()`` names the challenge and the fault."""
+    """``get_weights`` failed; ``str()`` names the challenge and the fault.
+
+    ``code`` is the error envelope's: ``get_weights_timeout`` for a 504, else ``get_weights_failed``.
+    """
 
     def __init__(self, message: str, status_code: int = 500) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.code = "get_weights_timeout" if status_code == 504 else "get_weights_failed"
 
 
 @dataclass
@@ -143,7 +147,8 @@ def serialize(slug: str, validated: Validated, now: float | None = None) -> byte
         "weights": validated.weights,
         "metadata": {
             "computed_at": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
-            "dropped": len(validated.dropped),
+            # The SDK's WeightsResponse.metadata maps strings to strings.
+            "dropped": str(len(validated.dropped)),
         },
     }
     return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()

@@ -11,11 +11,11 @@ endpoints before FastAPI sees the request.
 from __future__ import annotations
 
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from .auth import AuthFailure, MasterAuth
 from .weights import WeightsCache, WeightsError
+from .wire import error_response
 
 PUBLIC_PATH = "/weights"
 INTERNAL_PATH = "/internal/v1/get_weights"
@@ -24,9 +24,8 @@ INTERNAL_PATH = "/internal/v1/get_weights"
 class WeightsEndpoint:
     """An ASGI app answering the cached weights body; with ``auth``, only to the master.
 
-    Refusals and failures answer the same JSON bodies as every other route:
-    ``{"error", "detail"}`` with the status of the :class:`AuthFailure` or
-    :class:`WeightsError`.
+    Refusals and failures answer the error envelope, as every other route,
+    with the status and code of the :class:`AuthFailure` or :class:`WeightsError`.
     """
 
     def __init__(self, cache: WeightsCache, auth: MasterAuth | None = None) -> None:
@@ -40,13 +39,12 @@ class WeightsEndpoint:
             try:
                 self._auth.check(Headers(scope=scope))
             except AuthFailure as failure:
-                await JSONResponse(failure.body(), status_code=failure.status_code)(scope, receive, send)
+                await failure.response()(scope, receive, send)
                 return
         try:
             body = await self._cache.body()
         except WeightsError as exc:
-            error = {"error": "get_weights_failed", "detail": str(exc)}
-            await JSONResponse(error, status_code=exc.status_code)(scope, receive, send)
+            await error_response(exc.status_code, exc.code, str(exc))(scope, receive, send)
             return
         if body is not self._body:
             # Built once per computed body, not once per request.

@@ -6,6 +6,7 @@ import random
 
 import httpx
 from sqlalchemy import func, select
+from wire_schemas import ErrorResponse, HealthResponse, WeightsResponse, version_response
 
 from base_runner import __version__
 from base_runner.testing import assert_valid_weights
@@ -47,19 +48,24 @@ async def test_weights_are_each_hotkeys_best_score(
     assert internal["weights"] == public["weights"]
     assert internal["challenge_slug"] == "example"
     assert isinstance(internal["epoch"], int)
-    assert internal["metadata"]["computed_at"].endswith("Z") and internal["metadata"]["dropped"] == 0
+    assert internal["metadata"]["computed_at"].endswith("Z") and internal["metadata"]["dropped"] == "0"
     assert_valid_weights(internal)
+    WeightsResponse.model_validate(internal)
 
 
 async def test_standard_routes(challenge_client: httpx.AsyncClient) -> None:
-    assert (await challenge_client.get("/health")).json() == {"status": "ok", "slug": "example", "version": "0.1.0"}
-    assert (await challenge_client.get("/version")).json() == {
-        "api_version": "1.0",
-        "challenge_version": "0.1.0",
-        "sdk_version": __version__,
-        "capabilities": ["get_weights", "proxy_routes", "async_sqlalchemy"],
-    }
-    assert (await challenge_client.get("/ready")).json() == {"status": "ready"}
+    health = (await challenge_client.get("/health")).json()
+    # What the older master's gate reads of /health...
+    assert (health["status"], health["slug"], health["version"]) == ("ok", "example", "0.1.0")
+    assert HealthResponse.model_validate(health).ready
+    version = (await challenge_client.get("/version")).json()
+    # ... and of /version.
+    assert (version["api_version"], version["challenge_version"]) == ("1.0", "0.1.0")
+    assert {"get_weights", "proxy_routes", "async_sqlalchemy"} <= set(version["capabilities"])
+    assert version_response(version).sdk_version == "1.0.0"
+    assert version["runner_version"] == __version__
+    ready = await challenge_client.get("/ready")
+    assert ready.status_code == 200 and ready.json() == health
 
 
 async def test_unhandled_error_in_a_route_is_json_naming_the_challenge(challenge_app) -> None:
@@ -72,7 +78,9 @@ async def test_unhandled_error_in_a_route_is_json_naming_the_challenge(challenge
     async with httpx.AsyncClient(transport=transport, base_url="http://challenge") as client:
         response = await client.get("/explode")
     assert response.status_code == 500
-    assert response.json() == {"error": "internal_error", "challenge": "example"}
+    error = ErrorResponse.model_validate(response.json())
+    assert error.code == "internal_error" and "example" in error.detail and "kaboom" not in error.detail
+    assert error.correlation_id == response.headers["x-request-id"]
 
 
 async def test_weights_agree_with_each_hotkeys_best_over_many_hotkeys(

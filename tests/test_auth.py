@@ -9,6 +9,7 @@ import httpx
 import pytest
 from conftest import run_cli
 from pydantic import SecretStr
+from wire_schemas import ErrorResponse, without_id
 
 from base_runner import Secret
 from base_runner.testing import MASTER_TOKEN
@@ -36,7 +37,7 @@ async def test_master_gets_weights(master_client: httpx.AsyncClient) -> None:
 async def test_refused(challenge_client: httpx.AsyncClient, headers: dict[str, str], status: int, error: str) -> None:
     response = await challenge_client.get(URL, headers=headers)
     assert response.status_code == status
-    assert response.json()["error"] == error
+    assert ErrorResponse.model_validate(response.json()).code == error
     assert MASTER_TOKEN not in response.text
 
 
@@ -59,7 +60,7 @@ class TestTokenFile:
             URL, headers={"Authorization": "Bearer x", "X-Base-Challenge-Slug": "example"}
         )
         assert response.status_code == 503
-        assert response.json()["error"] == "token_not_configured"
+        assert ErrorResponse.model_validate(response.json()).code == "token_not_configured"
         assert str(token_file) in response.json()["detail"]
 
     async def test_rotation_is_seen_on_the_next_request(
@@ -85,7 +86,7 @@ class TestTokenFile:
             URL, headers={"Authorization": "Bearer x", "X-Base-Challenge-Slug": "example"}
         )
         assert response.status_code == 503
-        assert response.json()["error"] == "token_unreadable"
+        assert ErrorResponse.model_validate(response.json()).code == "token_unreadable"
         assert f"cannot read the token file {token_file} as uid" in response.json()["detail"]
 
 
@@ -130,8 +131,8 @@ class TestOwnerAuth:
         assert sdk_settings.owner_token is None
         response = await challenge_client.get("/owner/ping", headers={"X-Owner-Token": "anything"})
         assert response.status_code == 503
-        assert response.json() == {
-            "error": "owner_token_not_configured",
+        assert without_id(response.json()) == {
+            "code": "owner_token_not_configured",
             "detail": "no owner token is configured: set CHALLENGE_OWNER_TOKEN or CHALLENGE_OWNER_TOKEN_FILE",
         }
 
@@ -153,7 +154,7 @@ class TestOwnerAuth:
     ) -> None:
         response = await challenge_client.get("/owner/ping", headers=headers)
         assert response.status_code == 401
-        assert response.json()["error"] == error
+        assert ErrorResponse.model_validate(response.json()).code == error
         assert owner_token not in response.text
 
     @pytest.mark.parametrize(
@@ -234,7 +235,7 @@ class TestVerifiedHotkey:
     ) -> None:
         response = await challenge_client.post(BRIDGE, content=self.BODY, headers={**self.verified(), **auth})
         assert response.status_code == status
-        assert response.json()["error"] == error
+        assert ErrorResponse.model_validate(response.json()).code == error
 
     @pytest.mark.parametrize(
         ("change", "error"),
@@ -251,7 +252,7 @@ class TestVerifiedHotkey:
     ) -> None:
         response = await master_client.post(BRIDGE, content=self.BODY, headers={**self.verified(), **change})
         assert response.status_code == 400
-        assert response.json()["error"] == error
+        assert ErrorResponse.model_validate(response.json()).code == error
 
 
 def test_a_bridge_route_must_depend_on_verified_hotkey(sites: dict[str, Path], tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import anyio
 import httpx
 import pytest
 from sqlalchemy import text
+from wire_schemas import HealthResponse, without_id
 
 from base_runner import database
 from base_runner.testing import assert_valid_weights
@@ -201,7 +202,8 @@ async def test_submission_rejects_non_github_url(challenge_client: httpx.AsyncCl
 
 
 async def test_health_version_and_internal_auth(challenge_client: httpx.AsyncClient) -> None:
-    assert (await challenge_client.get("/health")).json() == {"status": "ok", "slug": "bounty", "version": "0.1.0"}
+    health = HealthResponse.model_validate((await challenge_client.get("/health")).json())
+    assert (health.status, health.slug, health.version) == ("ok", "bounty", "0.1.0")
     version = (await challenge_client.get("/version")).json()
     assert version["challenge_version"] == "0.1.0" and "get_weights" in version["capabilities"]
     assert (await challenge_client.get("/internal/v1/get_weights")).status_code == 401
@@ -213,9 +215,15 @@ async def test_health_version_and_internal_auth(challenge_client: httpx.AsyncCli
 
 
 async def test_not_found(challenge_client: httpx.AsyncClient) -> None:
-    assert (await challenge_client.get("/projects/nope")).json() == {"detail": "project not found"}
+    assert without_id((await challenge_client.get("/projects/nope")).json()) == {
+        "code": "not_found",
+        "detail": "project not found",
+    }
     assert (await submit(challenge_client, project_id="nope")).status_code == 404
-    assert (await challenge_client.get("/submissions/99")).json() == {"detail": "submission not found"}
+    assert without_id((await challenge_client.get("/submissions/99")).json()) == {
+        "code": "not_found",
+        "detail": "submission not found",
+    }
     review = {"submission_id": 99, "score": 1}
     assert (await challenge_client.post("/admin/reviews", headers=OWNER, json=review)).status_code == 404
     reward = await challenge_client.post("/admin/submissions/99/reward", headers=OWNER, json={"weight": 1})
@@ -225,7 +233,10 @@ async def test_not_found(challenge_client: httpx.AsyncClient) -> None:
 async def test_paused_project_takes_no_submission(challenge_client: httpx.AsyncClient) -> None:
     await create_project(challenge_client, status="paused")
     response = await submit(challenge_client)
-    assert (response.status_code, response.json()) == (400, {"detail": "project is not active"})
+    assert (response.status_code, without_id(response.json())) == (
+        400,
+        {"code": "bad_request", "detail": "project is not active"},
+    )
     bad = {"project_id": "cli-ui", "title": "T", "description": "D", "status": "archived"}
     assert (await challenge_client.post("/admin/projects", headers=OWNER, json=bad)).status_code == 422
 
@@ -253,7 +264,10 @@ async def test_submissions_listed_newest_first_and_by_project(challenge_client: 
 
 async def test_empty_emissions_are_refused(challenge_client: httpx.AsyncClient) -> None:
     response = await challenge_client.post("/admin/emissions", headers=OWNER, json={"emissions": []})
-    assert (response.status_code, response.json()) == (400, {"detail": "emissions cannot be empty"})
+    assert (response.status_code, without_id(response.json())) == (
+        400,
+        {"code": "bad_request", "detail": "emissions cannot be empty"},
+    )
 
 
 async def test_weights_are_the_emissions_above_zero(
@@ -312,10 +326,15 @@ async def test_worker_completes_projects_past_their_deadline(challenge_client: h
     await eventually(completed, "completing the late project")
     still_open = (await challenge_client.get("/projects/open")).json()
     assert (still_open["status"], still_open["deadline_at"]) == ("active", "2998-12-31T22:00:00Z")
-    assert (await submit(challenge_client, project_id="late")).json() == {"detail": "project deadline has passed"}
+    assert without_id((await submit(challenge_client, project_id="late")).json()) == {
+        "code": "bad_request",
+        "detail": "project deadline has passed",
+    }
 
 
-async def test_dead_worker_makes_the_challenge_not_ready(challenge_client: httpx.AsyncClient) -> None:
+async def test_dead_worker_makes_the_challenge_not_ready(
+    challenge_client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     assert (await challenge_client.get("/ready")).status_code == 200
     async with database.session() as session:
         await session.execute(text("DROP TABLE bounty_projects"))
@@ -325,10 +344,13 @@ async def test_dead_worker_makes_the_challenge_not_ready(challenge_client: httpx
         return (await challenge_client.get("/ready")).status_code == 503
 
     await eventually(not_ready, "the worker's death")
-    (reason,) = (await challenge_client.get("/ready")).json()["reasons"]
-    assert reason.startswith("worker close-expired-projects crashed: OperationalError: ")
-    assert "no such table: bounty_projects" in reason
-    assert (await challenge_client.get("/health")).json()["status"] == "error"
+    ready = HealthResponse.model_validate((await challenge_client.get("/ready")).json())
+    assert [c.name for c in ready.checks if c.status != "ok"] == ["workers"]
+    health = await challenge_client.get("/health")
+    assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+    (line,) = [r.getMessage() for r in caplog.records if "stopping so the process is restarted" in r.getMessage()]
+    assert "worker close-expired-projects crashed: OperationalError: " in line
+    assert "no such table: bounty_projects" in line
 
 
 # Through a real runner process.

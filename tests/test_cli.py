@@ -57,7 +57,7 @@ def test_weights_prints_the_body_the_master_gets(sites: dict[str, Path], tmp_pat
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["weights"] == {"5A": 8.0, "5B": 2.0}
-    assert body["challenge_slug"] == "example" and body["metadata"]["dropped"] == 0
+    assert body["challenge_slug"] == "example" and body["metadata"]["dropped"] == "0"
 
 
 def test_weights_reports_dropped_entries_on_stderr(sites: dict[str, Path], tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from wire_schemas import without_id
 
 from base_runner import ChallengeSettings, Secret
 from base_runner.auth import AuthFailure
@@ -136,8 +137,8 @@ def test_secrets_in_a_served_challenge(sites: dict[str, Path], tmp_path: Path, s
         owner_file.mkdir()
         unreadable = client.get("/owner/ping", headers={"X-Owner-Token": "hunter2-owner-2"})
         assert unreadable.status_code == 503
-        assert unreadable.json() == {
-            "error": "secret_unreadable",
+        assert without_id(unreadable.json()) == {
+            "code": "secret_unreadable",
             "detail": f"cannot read the secret file {owner_file} as uid {os.getuid()}: Is a directory",
         }
     assert served.stop() == 0

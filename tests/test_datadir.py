@@ -63,7 +63,9 @@ def test_ready_says_no_master_token_is_configured(sites: dict[str, Path], tmp_pa
     with served.client() as client:
         ready = client.get("/ready")
         assert ready.status_code == 503
-        assert any("no master token is configured" in reason for reason in ready.json()["reasons"]), ready.json()
+        assert [c["name"] for c in ready.json()["checks"] if c["status"] != "ok"] == ["auth"], ready.json()
+        (reason,) = client.get("/internal/status").json()["checks"]["auth"]["reasons"]
+        assert "no master token is configured" in reason
         token_file.write_text("now-mounted\n")
         assert client.get("/ready").status_code == 200
     assert served.stop() == 0

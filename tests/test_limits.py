@@ -67,7 +67,7 @@ def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(bounty) -> 
         response = read_response(sock)
         elapsed = time.monotonic() - began
     assert status_of(response) == 413
-    assert b'"error": "body_too_large"' in response and b"CHALLENGE_MAX_BODY_BYTES" in response
+    assert b'"code": "body_too_large"' in response and b"CHALLENGE_MAX_BODY_BYTES" in response
     assert elapsed < 5
 
 
@@ -125,7 +125,7 @@ def test_duplicate_credential_headers_are_refused(bounty, headers) -> None:
         for path in ("/internal/v1/get_weights", "/weights", "/projects"):
             response = client.get(path, headers=httpx.Headers(headers))
             assert response.status_code == 400, (path, response.text)
-            assert response.json()["error"] == "duplicate_header"
+            assert response.json()["code"] == "duplicate_header"
         assert client.get("/internal/v1/get_weights", headers=MASTER).status_code == 200
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 from conftest import run_cli
+from wire_schemas import ErrorResponse, HealthResponse
 
 
 def old_database(data: Path, columns: str) -> Path:
@@ -63,17 +65,25 @@ def test_ready_is_503_until_the_drift_is_fixed(sites: dict[str, Path], tmp_path:
     with served.client() as client:
         ready = client.get("/ready")
         assert ready.status_code == 503
-        assert ready.json()["reasons"] == [
-            "table submissions: column score (INTEGER) is missing; "
-            "fix: ALTER TABLE submissions ADD COLUMN score INTEGER NOT NULL DEFAULT <value>"
-        ]
-        assert client.get("/health").json()["status"] == "ok"  # alive, just not ready
+        body = HealthResponse.model_validate(ready.json())
+        assert (body.status, [c.name for c in body.checks if c.status != "ok"]) == ("unhealthy", ["schema"])
+        health = client.get("/health")
+        assert health.status_code == 200 and health.json() == ready.json()  # alive, just not ready
+        # No write lands in a database that does not match the models.
+        refused = client.post("/submissions", json={"hotkey": "5New", "score": 1})
+        assert refused.status_code == 503
+        assert ErrorResponse.model_validate(refused.json()).code == "runtime_not_ready"
+        assert "schema" in refused.json()["detail"]
         with sqlite3.connect(path) as conn:
             conn.execute("ALTER TABLE submissions ADD COLUMN score INTEGER NOT NULL DEFAULT 0")
+        # The refused write's own probe sees the fix: no /ready call is needed before writing again.
+        time.sleep(1.1)
+        assert client.post("/submissions", json={"hotkey": "5New", "score": 1}).status_code == 201
         assert client.get("/ready").status_code == 200
         assert client.get("/submissions/5Old").json() == [0]
     assert served.stop() == 0
     assert "schema drift: table submissions: column score (INTEGER) is missing" in served.output()
+    assert "check schema fails: table submissions: column score (INTEGER) is missing; fix: ALTER" in served.output()
 
 
 def test_db_inspect_is_read_only(sites: dict[str, Path], tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+from wire_schemas import ErrorResponse
 
 from base_runner import database, db
 
@@ -50,9 +51,9 @@ async def test_changes_never_committed_answer_500_and_name_the_route(
     with caplog.at_level(logging.ERROR, logger="base_runner"):
         response = await challenge_client.post("/forgetful")
     assert response.status_code == 500
-    body = response.json()
-    assert body["error"] == "uncommitted_changes" and body["challenge"] == "example"
-    assert body["detail"].startswith("POST /forgetful returned 201 with changes it never committed")
+    body = ErrorResponse.model_validate(response.json())
+    assert body.code == "uncommitted_changes"
+    assert body.detail.startswith("challenge example: POST /forgetful returned 201 with changes it never committed")
     assert [r.getMessage() for r in caplog.records if "never committed; they are rolled back" in r.getMessage()]
     assert _rows(challenge_data_dir) == 0
     # The writer was given back: the next request writes.

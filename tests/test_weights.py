@@ -8,6 +8,7 @@ import math
 import httpx
 import pytest
 from sqlalchemy import text
+from wire_schemas import ErrorResponse, without_id
 
 from base_runner import database
 
@@ -52,7 +53,7 @@ async def test_invalid_entries_are_dropped_logged_and_counted(lab, challenge_cli
     assert response.status_code == 200
     body = response.json()
     assert body["weights"] == {"5Good": 2.0, "5Zero": 0.0, "5Big": 1e300}
-    assert body["metadata"]["dropped"] == 9
+    assert body["metadata"]["dropped"] == "9"
     logged = caplog.text
     for hotkey, reason in [
         ("'5Nan'", "value is NaN"),
@@ -70,8 +71,8 @@ async def test_not_a_dict_is_a_json_500(lab, challenge_client: httpx.AsyncClient
     lab.BEHAVIOUR = [("5A", 1.0)]
     response = await challenge_client.get("/weights")
     assert response.status_code == 500
-    assert response.json() == {
-        "error": "get_weights_failed",
+    assert without_id(response.json()) == {
+        "code": "get_weights_failed",
         "detail": "challenge lab: get_weights returned a list, not a dict",
     }
 
@@ -92,6 +93,7 @@ class TestTimeout:
         lab.BEHAVIOUR = ("sleep", 5)
         response = await challenge_client.get("/weights")
         assert response.status_code == 504
+        assert ErrorResponse.model_validate(response.json()).code == "get_weights_timeout"
         assert "get_weights ran past its 0.2s timeout" in response.json()["detail"]
 
 

@@ -9,7 +9,8 @@ from sqlalchemy import Integer, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from base_runner import Base, database, hookimpl
+from base_runner import ApiError, Base, database, hookimpl
+from base_runner.correlation import correlation_id
 
 router = APIRouter()
 Session = Annotated[AsyncSession, Depends(database.session_dependency)]
@@ -49,6 +50,22 @@ async def claim(key: str, owner: str, session: Session) -> dict[str, str]:
     session.add(Claim(key=key, owner=owner))
     await session.commit()
     return {"key": key, "owner": owner}
+
+
+@router.post("/reservations/{key}", status_code=201)
+async def reserve(key: str, owner: str, session: Session) -> dict[str, str]:
+    """As /claims, refused with the runner's envelope instead of an HTTPException."""
+    existing = await session.get(Claim, key)
+    if existing is not None:
+        raise ApiError(409, "already_claimed", f"{key} is claimed", expected="an unclaimed key", actual=existing.owner)
+    session.add(Claim(key=key, owner=owner))
+    await session.commit()
+    return {"key": key, "owner": owner}
+
+
+@router.get("/correlation")
+async def correlation() -> dict[str, str | None]:
+    return {"correlation_id": correlation_id.get()}
 
 
 @router.post("/slow-claims/{key}", status_code=201)
