@@ -65,7 +65,7 @@ class Runtime:
         """The state of an optional part: ``state["status"]`` ``ok`` or not (then ``state["error"]`` says why).
 
         It degrades the runner but never makes it unready; the rest of
-        ``state`` is shown as the check's details by ``/internal/v1/status``.
+        ``state`` is shown as the check's details by ``/internal/status``.
         """
         self.declare(name, required=False)
         self.details[name] = {k: v for k, v in state.items() if k != "status"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal, NotRequired, TypedDict
 
 from starlette.responses import JSONResponse
@@ -111,6 +112,7 @@ def error_body(code: str, detail: str, *, expected: str | None = None, actual: s
     return body
 
 
+@dataclass(eq=False)
 class ApiError(Exception):
     """Raise it from a route or a dependency to answer the runner's error envelope.
 
@@ -118,26 +120,15 @@ class ApiError(Exception):
 
         raise ApiError(409, "already_claimed", f"{key} is claimed by another miner")
 
-    The app answers it with :func:`error_response`; the arguments are the same.
+    The app answers it with :func:`error_response`; the fields are its arguments.
     """
 
-    def __init__(
-        self,
-        status_code: int,
-        code: str,
-        detail: str,
-        *,
-        expected: str | None = None,
-        actual: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status_code = status_code
-        self.code = code
-        self.detail = detail
-        self.expected = expected
-        self.actual = actual
-        self.headers = headers
+    status_code: int
+    code: str
+    detail: str
+    expected: str | None = None
+    actual: str | None = None
+    headers: Mapping[str, str] | None = field(default=None, kw_only=True)
 
     def response(self) -> JSONResponse:
         """This error as the envelope."""

@@ -68,7 +68,7 @@ async def test_standard_routes(challenge_client: httpx.AsyncClient) -> None:
     assert ready.status_code == 200 and ready.json() == health
 
 
-async def test_unhandled_error_in_a_route_is_json_naming_the_challenge(challenge_app) -> None:
+async def test_unhandled_error_in_a_route_is_json_naming_the_challenge(challenge_app, caplog) -> None:
     @challenge_app.get("/explode")
     async def explode() -> None:
         raise RuntimeError("kaboom")
@@ -76,11 +76,13 @@ async def test_unhandled_error_in_a_route_is_json_naming_the_challenge(challenge
     # As uvicorn does: the exception is logged after the 500 is sent, not raised to the client.
     transport = httpx.ASGITransport(app=challenge_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://challenge") as client:
-        response = await client.get("/explode")
+        response = await client.get("/explode", headers={"X-Request-ID": "trace-42"})
     assert response.status_code == 500
     error = ErrorResponse.model_validate(response.json())
     assert error.code == "internal_error" and "example" in error.detail and "kaboom" not in error.detail
-    assert error.correlation_id == response.headers["x-request-id"]
+    assert error.correlation_id == response.headers["x-request-id"] == "trace-42"
+    (logged,) = [r.getMessage() for r in caplog.records if "GET /explode raised RuntimeError" in r.getMessage()]
+    assert "kaboom" in logged and "correlation id trace-42" in logged
 
 
 async def test_weights_agree_with_each_hotkeys_best_over_many_hotkeys(

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 from conftest import run_cli
 from loopfs import loop_fs
+from wire_schemas import reasons_of
 
 FAULTS = ["--challenge", "faults"]
 
@@ -47,7 +48,7 @@ def test_database_renamed_under_the_runner_stops_it_and_a_restart_refuses(
         try:
             ready = client.get("/ready")
             assert ready.status_code == 503
-            assert any("was deleted or renamed" in reason for reason in ready.json()["reasons"])
+            assert any("was deleted or renamed" in reason for reason in reasons_of(client))
             assert client.post("/rows/11").status_code == 503
         except httpx.TransportError:
             pass  # already stopped, as it must
@@ -82,11 +83,11 @@ def test_disk_full_is_507_with_the_reason_and_a_restart_exits_2(sites: dict[str,
             assert refused, "every write fitted on a full disk"
             assert {r.status_code for r in refused} <= {503, 507}, [r.text for r in refused]
             full = [r for r in refused if r.status_code == 507]
-            assert full and full[0].json()["error"] == "disk_full"
+            assert full and full[0].json()["code"] == "disk_full"
             assert f"the volume {fs.mount} is full" in full[0].json()["detail"]
             ready = client.get("/ready")
             assert ready.status_code == 503
-            assert any(str(fs.mount) in reason for reason in ready.json()["reasons"]), ready.json()
+            assert any(str(fs.mount) in reason for reason in reasons_of(client)), reasons_of(client)
         assert served.stop() == 0
 
         again = server(args, [sites["testbed"]], wait=False, **env)
@@ -118,7 +119,7 @@ def test_failing_disk_loses_no_acknowledged_row_and_ready_says_so(
             assert {r.status_code for r in refused} == {503}, [r.text for r in refused]
             ready = client.get("/ready")
             assert ready.status_code == 503, ready.text
-            assert any("read-only" in reason or "cannot be written" in reason for reason in ready.json()["reasons"])
+            assert any("read-only" in reason or "cannot be written" in reason for reason in reasons_of(client))
         served.stop(signal.SIGKILL)
         fs.remount()
         present = rows_in(fs.mount / "challenge.sqlite3")

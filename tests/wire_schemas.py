@@ -104,3 +104,8 @@ def invalid_fields(body: dict[str, object], *locs: list[str | int]) -> str:
     for loc in locs:
         assert ".".join(str(part) for part in loc) + ": " in error.detail, (loc, error.detail)
     return error.detail
+
+
+def reasons_of(client) -> list[str]:
+    """Every reason the runner gives for a failing check, from ``/internal/status`` (HealthResponse has none)."""
+    return [reason for check in client.get("/internal/status").json()["checks"].values() for reason in check["reasons"]]
