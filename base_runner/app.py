@@ -18,13 +18,15 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import __version__, schema, storage
+from . import __version__, metrics, schema, storage
+from .access import Observed
 from .auth import MasterAuth, token_problem
 from .correlation import CorrelationMiddleware, current
 from .db import Database, WritesRefused, database, has_wal_reset_bug, sqlite_version
 from .dbfile import DatabaseFile, disk_fault
 from .errors import describe
 from .limits import BodyLimits, RequestLimits, RequestRefused
+from .logs import never_log
 from .loopwatch import LoopWatchdog
 from .openapi import document_runner_answers
 from .plugins import HOOK_SHAPES, LoadedChallenge, routers_of
@@ -85,10 +87,15 @@ class RunnerApp(FastAPI):
         for path, endpoint in fast_routes.items():
             self.router.add_route(path, endpoint, methods=["GET"], include_in_schema=False)
         # Outside everything, the fast routes included: every answer carries the correlation id,
-        # and no request skips its limits.
+        # and no request skips its limits. The weights and metrics endpoints check the
+        # master's token themselves (the metrics without a slug).
         self._entry = CorrelationMiddleware(
-            RequestLimits(self._dispatch, limits, master_auth, skip_auth=frozenset(fast_routes))
+            RequestLimits(self._dispatch, limits, master_auth, skip_auth=frozenset([*fast_routes, metrics.PATH]))
         )
+
+    def observe(self, wrap: Callable[[ASGIApp], ASGIApp]) -> None:
+        """Put ``wrap(entry)`` in front of every request, outside the limits, so that refusals count too."""
+        self._entry = wrap(self._entry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._entry(scope, receive, send)
@@ -123,14 +130,19 @@ def create_app(
     slug = loaded.name
     routers = routers_of(loaded)
     runtime = Runtime(slug)
+    runtime.mark("challenge", "starting", ok=False)
+    if settings.shared_token is not None:
+        never_log(settings.shared_token.get_secret_value())
     auth = MasterAuth(slug=slug, token=settings.shared_token, token_file=settings.shared_token_file)
+    measured = metrics.Metrics(runtime, loaded.version)
     cache = WeightsCache(
         slug,
-        compute=lambda: call_get_weights(loaded),
+        compute=measured.timed_weights(lambda: call_get_weights(loaded), settings.weights_timeout),
         generation=lambda: db.generation,
         ttl=settings.weights_ttl,
         timeout=settings.weights_timeout,
     )
+    measured.watch(cache, db)
 
     dbfile = dbfile or DatabaseFile.of(settings)
 
@@ -156,6 +168,8 @@ def create_app(
                 runtime.report("schema", drift.line, key=str(number))
             if at_startup:
                 log.log(logging.ERROR if drift.blocking else logging.WARNING, "schema drift: %s", drift.line)
+        drifted = any(key.startswith("schema:") for key in runtime.problems)
+        runtime.mark("schema", "drift" if drifted else "ok", ok=not drifted)
 
     async def probe() -> None:
         """Bring the checks that can change on their own up to date: the parts' probes, schema drift, the database."""
@@ -179,6 +193,7 @@ def create_app(
             log.debug("SQLite %s has the WAL-reset bug; one writer connection per process rules it out", version)
         watcher: asyncio.Task[None] | None = None
         watchdog: asyncio.Task[None] | None = None
+        stop_counting = measured.count_transactions(db)
         try:
             created = await db.create_all()
             if created:
@@ -187,6 +202,7 @@ def create_app(
             dbfile.opened()
             watcher = asyncio.create_task(watch_disk(), name=f"{slug}:disk")
             watchdog = asyncio.create_task(LoopWatchdog(runtime, settings.loop_stall).run(), name=f"{slug}:watchdog")
+            runtime.mark("database", "ok", ok=True)
             await check_schema(at_startup=True)
             async with AsyncExitStack() as stack:
                 for context in loaded.pm.hook.lifespan(app=app):
@@ -199,15 +215,20 @@ def create_app(
                         await stack.enter_async_context(context)
                 if settings.master_base_url is not None:
                     # After the challenge's own lifespan, so get_weights has what it needs; stopped before it.
-                    await stack.enter_async_context(start_pushing(settings, slug, cache, auth, runtime))
+                    await stack.enter_async_context(
+                        start_pushing(settings, slug, cache, auth, runtime, measured.push_step)
+                    )
                 runtime.started = True
+                runtime.mark("challenge", "started", ok=True)
                 yield
                 runtime.started = False
+                runtime.mark("challenge", "stopping", ok=False)
         finally:
             for task in (watcher, watchdog):
                 if task is not None:
                     task.cancel()
             await cache.close()
+            stop_counting()
             await db.close()
             dbfile.stopped()
 
@@ -224,6 +245,10 @@ def create_app(
     runtime.probes["auth:token"] = lambda: token_problem(auth)
     # Without its token the master cannot pull: not ready for it, but no reason to refuse a miner's write.
     runtime.declare("auth", guards_writes=False)
+    app.state.metrics = measured
+    # Cached weights answers log at debug level unless CHALLENGE_ACCESS_LOG asks (their cost: docs/operating.md).
+    quiet = () if settings.access_log else app.fast_routes
+    app.observe(lambda entry: Observed(entry, measured, app.fast_routes, quiet_paths=quiet))
     app.state.challenge = loaded
     app.state.weights = cache
     # For the dependencies challenge routes use: verified_hotkey checks the master's token with it.
@@ -351,6 +376,10 @@ def create_app(
             runner_version=__version__,
             capabilities=MASTER_CAPABILITIES + SDK_CAPABILITIES,
         )
+
+    @app.get(metrics.PATH, include_in_schema=False)
+    async def metrics_text(request: Request) -> Any:
+        return await metrics.endpoint(measured, auth.check_token, request)
 
     for router in routers:
         guard_routes(router, settings.max_json_depth)

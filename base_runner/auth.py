@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 from pydantic import SecretStr
 
+from .logs import never_log
+
 # A verified hotkey ends up as a weights key: the same limit applies.
 from .weights import MAX_HOTKEY_LENGTH
 from .wire import ApiError
@@ -51,7 +53,7 @@ def read_secret_file(path: Path, kind: str = "token") -> str | None:
     hit with secrets mounted for another uid.
     """
     try:
-        return path.read_text(encoding="utf-8").strip() or None
+        secret = path.read_text(encoding="utf-8").strip() or None
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
@@ -59,6 +61,8 @@ def read_secret_file(path: Path, kind: str = "token") -> str | None:
         raise AuthFailure(
             503, f"{kind}_unreadable", f"cannot read the {kind} file {path} as uid {os.getuid()}: {reason}"
         ) from None
+    never_log(secret)
+    return secret
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -83,6 +87,7 @@ class MasterAuth:
 
     def expected_token(self) -> str:
         if self.token is not None and self.token.get_secret_value():
+            never_log(self.token.get_secret_value())
             return self.token.get_secret_value()
         token = read_secret_file(self.token_file)
         if token is None:
@@ -94,14 +99,18 @@ class MasterAuth:
             )
         return token
 
-    def check(self, headers: Mapping[str, str]) -> None:
-        """Raise :class:`AuthFailure` unless ``headers`` carry the master's token and this slug."""
+    def check_token(self, headers: Mapping[str, str]) -> None:
+        """Raise :class:`AuthFailure` unless ``headers`` carry the master's token (a scraper sends no slug)."""
         expected = self.expected_token()
         given = bearer_token(headers)
         if given is None:
             raise AuthFailure(401, "missing_token", "send Authorization: Bearer <token>")
         if not same_token(given, expected):
             raise AuthFailure(401, "invalid_token", "the bearer token is not this challenge's token")
+
+    def check(self, headers: Mapping[str, str]) -> None:
+        """Raise :class:`AuthFailure` unless ``headers`` carry the master's token and this slug."""
+        self.check_token(headers)
         slug = next((headers[h] for h in SLUG_HEADERS if h in headers), None)
         if slug is None:
             raise AuthFailure(400, "missing_slug", "send X-Base-Challenge-Slug: <slug>")

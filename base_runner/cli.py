@@ -23,9 +23,9 @@ import click
 from . import __version__
 from .cli_options import (
     challenge_option,
-    configure_logging,
     data_dir_option,
     debug_option,
+    log_format_option,
     quiet_drivers,
     reports_errors,
     start,
@@ -62,9 +62,16 @@ def main() -> None:
 @data_dir_option
 @click.option("--reload", is_flag=True, help="For development: restart whenever the challenge's code changes.")
 @debug_option
+@log_format_option
 @reports_errors
 def serve(
-    challenge: str | None, host: str | None, port: int | None, data_dir: Path | None, reload: bool, debug: bool
+    challenge: str | None,
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    reload: bool,
+    debug: bool,
+    log_format: str | None,
 ) -> None:
     """Serve the challenge until SIGTERM or Ctrl-C."""
     if reload:
@@ -89,8 +96,8 @@ def serve(
     from .datadir import DataDirLock
     from .dbfile import DatabaseFile
 
-    configure_logging(debug)
-    settings, loaded = start(challenge, host=host, port=port, data_dir=data_dir)
+    level = logging.DEBUG if debug else logging.INFO
+    settings, loaded = start(challenge, level, host=host, port=port, data_dir=data_dir, log_format=log_format)
     DataDirLock(settings.data_dir).acquire(settings.lock_wait)  # held until the process exits
     dbfile = DatabaseFile.of(settings)
     dbfile.check_before_open()
@@ -101,8 +108,10 @@ def serve(
             host=settings.host,
             port=settings.port,
             lifespan="on",
-            log_level="debug" if debug else "info",
-            access_log=settings.access_log or debug,
+            # base_runner.logs is the one logging setup, and base_runner.access the one access line.
+            log_config=None,
+            log_level=level,
+            access_log=False,
             # Under Swarm's default 10 s stop grace period, leaving time to checkpoint the WAL.
             timeout_graceful_shutdown=8,
             http=protocol_class(
@@ -169,14 +178,17 @@ def plugins(as_json: bool, probe: str | None) -> None:
     "--allow-dropped", is_flag=True, help="Exit 0 even when invalid entries were dropped (they are still reported)."
 )
 @debug_option
+@log_format_option
 @reports_errors
-def weights(challenge: str | None, data_dir: Path | None, allow_dropped: bool, debug: bool) -> None:
+def weights(
+    challenge: str | None, data_dir: Path | None, allow_dropped: bool, debug: bool, log_format: str | None
+) -> None:
     """Compute the weights once and print the JSON body the master would get; exit 1 if entries were dropped."""
     from .dbfile import DatabaseFile
     from .weights import WeightsError, serialize
 
-    configure_logging(debug)
-    settings, loaded = start(challenge, data_dir=data_dir)
+    level = logging.DEBUG if debug else logging.INFO
+    settings, loaded = start(challenge, level, data_dir=data_dir, log_format=log_format)
     DatabaseFile.of(settings).check_before_open()  # never create an empty database where one was lost
     try:
         validated = weights_once(settings, loaded)

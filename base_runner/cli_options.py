@@ -41,13 +41,19 @@ data_dir_option = click.option(
 debug_option = click.option("--debug", is_flag=True, help="Log at debug level and show tracebacks.")
 
 
-def configure_logging(debug: bool) -> None:
-    """Log to stderr, at debug level with ``--debug``, else at info."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+#: ``--log-format``: text, JSON lines, or by whether stderr is a terminal.
+log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(["auto", "text", "json"]),
+    help="Log lines as text or JSON; default: CHALLENGE_LOG_FORMAT, else auto (JSON unless stderr is a terminal).",
+)
+
+
+def configure_logging(debug: bool, log_format: str = "auto") -> None:
+    """The one logging setup (:mod:`base_runner.logs`), at debug level with ``--debug``, else at info."""
+    from . import logs
+
+    logs.setup(log_format, logging.DEBUG if debug else logging.INFO)
     quiet_drivers()
 
 
@@ -72,18 +78,29 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def start(challenge: str | None, **options: Any) -> tuple[RunnerSettings, LoadedChallenge]:
-    """Settings, a scrubbed environment, the database configured, the challenge loaded."""
+def start(
+    challenge: str | None, log_level: int = logging.INFO, **options: Any
+) -> tuple[RunnerSettings, LoadedChallenge]:
+    """Settings, logging set up, a scrubbed environment, the database configured, the challenge loaded.
+
+    :param log_level: the lowest level logged (commands whose output is a report log only warnings).
+    :param options: settings from the command line; ``None`` leaves the environment's.
+    """
+    from . import logs
     from .app import bind
     from .plugins import load, select
     from .settings import database_url, load_settings, prepare_data_dir, scrub_environment
 
     settings = load_settings(**options)
+    logs.setup(settings.log_format, log_level)
+    quiet_drivers()
     scrub_environment()
     settings.data_dir = prepare_data_dir(settings.data_dir)
     database_url(settings)  # refuse a bad URL before any challenge code runs
     bind(settings)
-    return settings, load(select(challenge))
+    selected = select(challenge)
+    logs.set_challenge(selected.name)
+    return settings, load(selected)
 
 
 def weights_once(settings: RunnerSettings, loaded: LoadedChallenge) -> Validated:

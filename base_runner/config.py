@@ -22,6 +22,7 @@ from pydantic_core import core_schema
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .auth import read_secret_file
+from .logs import never_log
 from .settings import invalid_setting
 
 _MASK = "**********"
@@ -57,6 +58,7 @@ class Secret:
         file exists but cannot be read.
         """
         if self._value is not None:
+            never_log(self._value)
             return self._value
         if self._file is None:
             return None

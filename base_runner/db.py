@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -113,6 +114,8 @@ class Database:
         self.writes_pending = False
         #: Who holds the writer connection now, for :class:`WriterBusy`'s message.
         self.writer_holder: str | None = None
+        #: Called with the seconds each checkout of the writer connection waited (the metrics' hook).
+        self.on_writer_wait: Callable[[float], None] | None = None
 
     def configure(self, url: str, synchronous: str = "FULL") -> None:
         """Point the database at ``url`` (an ``sqlite+aiosqlite`` file URL).
@@ -126,7 +129,7 @@ class Database:
         self._writer = create_async_engine(
             url,
             module=driver.dbapi(),
-            poolclass=AsyncAdaptedQueuePool,
+            poolclass=_timed_pool(self),
             pool_size=1,
             max_overflow=0,
             pool_timeout=POOL_TIMEOUT,
@@ -242,6 +245,21 @@ class Database:
         except Exception as exc:  # the database stays consistent without it
             log.warning("could not checkpoint the WAL at shutdown: %s", exc)
         await self._writer.dispose()
+
+
+def _timed_pool(database: Database) -> type[AsyncAdaptedQueuePool]:
+    # A class, not an instance: the engine rebuilds its pool from the class on dispose.
+    class WriterPool(AsyncAdaptedQueuePool):
+        def connect(self) -> Any:
+            started = time.perf_counter()
+            connection = super().connect()
+            if database.on_writer_wait is not None:
+                database.on_writer_wait(time.perf_counter() - started)
+            return connection
+
+    # SQLAlchemy names a pool's logger after its class's module: keep it under "sqlalchemy", quiet by default.
+    WriterPool.__module__ = AsyncAdaptedQueuePool.__module__
+    return WriterPool
 
 
 def _create_missing(conn: Any) -> list[str]:

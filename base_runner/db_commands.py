@@ -7,6 +7,7 @@ each one imports SQLAlchemy and the app's modules inside its function.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def init(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     from .dbfile import DatabaseFile
     from .settings import database_url
 
-    settings, loaded = start(challenge, data_dir=data_dir)
+    settings, loaded = start(challenge, logging.WARNING, data_dir=data_dir)
     DataDirLock(settings.data_dir).acquire(settings.lock_wait)
     dbfile = DatabaseFile.of(settings)
     dbfile.check_before_open(create=True)
@@ -82,7 +83,7 @@ def check(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     from .db import database
     from .settings import database_url
 
-    settings, loaded = start(challenge, data_dir=data_dir)
+    settings, loaded = start(challenge, logging.WARNING, data_dir=data_dir)
     path = _file(database_url(settings))
     if not path.is_file():
         raise ConfigError(f"no database at {path} yet: `base-runner db init` (or serve) creates it")

@@ -107,6 +107,7 @@ class Pusher:
     :param weights: the validated weights map, from the weights cache.
     :param token: the master's token, read afresh on each call; raises :class:`~base_runner.auth.AuthFailure`.
     :param report: called with the pusher's state after each step, for ``/ready``.
+    :param on_step: called with each step's :class:`Attempt`, for the metrics.
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class Pusher:
         store: PushStore,
         client: httpx.AsyncClient,
         report: Callable[[str, dict[str, object]], None] | None = None,
+        on_step: Callable[[Attempt], None] | None = None,
     ) -> None:
         self.slug = slug
         parts = urlsplit(master_base_url)
@@ -137,6 +139,7 @@ class Pusher:
         self.store = store
         self._client = client
         self._report = report
+        self._on_step = on_step
         self._failures = 0
         self._hold_until = 0.0
         self._warned: dict[str, int] = {}
@@ -167,6 +170,8 @@ class Pusher:
             attempt = Attempt("error", detail=f"the push ledger {self.store.path} failed: {describe(exc)}")
             log.error("challenge %s: %s; nothing is sent until it works", self.slug, attempt.detail)
         self.last = attempt
+        if self._on_step is not None:
+            self._on_step(attempt)
         if self._report is not None:
             self._report("pusher", await self.state())
         return attempt
@@ -460,6 +465,7 @@ async def pushing(
     token: Callable[[], str],
     store: PushStore,
     report: Callable[[str, dict[str, object]], None] | None = None,
+    on_step: Callable[[Attempt], None] | None = None,
 ) -> AsyncIterator[Pusher]:
     """Run a :class:`Pusher` in a task for the duration of the block; cancelled on exit.
 
@@ -482,6 +488,7 @@ async def pushing(
             store=store,
             client=client,
             report=report,
+            on_step=on_step,
         )
         task = asyncio.create_task(pusher.run(), name=f"base-runner pusher of {slug}")
         try:
@@ -494,9 +501,17 @@ async def pushing(
 
 @asynccontextmanager
 async def start_pushing(
-    settings: RunnerSettings, slug: str, cache: WeightsCache, auth: MasterAuth, runtime: Runtime
+    settings: RunnerSettings,
+    slug: str,
+    cache: WeightsCache,
+    auth: MasterAuth,
+    runtime: Runtime,
+    on_step: Callable[[Attempt], None] | None = None,
 ) -> AsyncIterator[None]:
-    """``serve``'s pusher: the weights the pull endpoint serves, pushed while the app runs."""
+    """``serve``'s pusher: the weights the pull endpoint serves, pushed while the app runs.
+
+    ``on_step`` is called with each step's :class:`Attempt` (the metrics count them).
+    """
     problem = protocol.slug_problem(slug)
     if problem is not None:
         message = f"cannot push weights for challenge {slug!r}: {problem}"
@@ -517,6 +532,7 @@ async def start_pushing(
             token=auth.expected_token,
             store=store,
             report=runtime.publish,
+            on_step=on_step,
         ):
             yield
     finally:

@@ -7,13 +7,14 @@ imports the pusher and its dependencies inside its function.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from .cli_options import challenge_option, configure_logging, data_dir_option, debug_option, reports_errors
+from .cli_options import challenge_option, data_dir_option, debug_option, reports_errors
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -107,8 +108,7 @@ def once(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     from .push_store import PushStore, store_path
     from .weights import WeightsError
 
-    configure_logging(debug)
-    settings, loaded = start(challenge, data_dir=data_dir)
+    settings, loaded = start(challenge, logging.DEBUG if debug else logging.INFO, data_dir=data_dir)
     if settings.master_base_url is None:
         raise ConfigError("push once needs the master's URL: set CHALLENGE_MASTER_BASE_URL")
     try:

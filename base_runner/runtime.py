@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .wire import HealthCheck
 from .wire import check as health_check
@@ -20,6 +22,18 @@ def _check_name(key: str) -> str:
     """The check a problem key belongs to: ``"disk:full"`` → ``disk``."""
     name = key.partition(":")[0].lower()
     return name if _NAME.fullmatch(name) else re.sub(r"[^a-z0-9_-]", "_", name)[:64].lstrip("_-") or "other"
+
+
+@dataclass(frozen=True)
+class PartState:
+    """What one part of the app is doing, and since when."""
+
+    #: A word for the state: ``started``, ``running``, ``crashed``, ``drift``, ...
+    name: str
+    #: Whether the part works in this state.
+    ok: bool
+    #: UNIX time the part entered this state.
+    since: float
 
 
 class Runtime:
@@ -51,6 +65,8 @@ class Runtime:
         self.probes: dict[str, Callable[[], str | None]] = {}
         #: What a part publishes beside its check's state (the pusher's epoch, revision, snapshot), by check.
         self.details: dict[str, dict[str, object]] = {}
+        #: Each part's state (``challenge``, ``database``, ``schema``, ``weights``, ``worker:<name>``, ...).
+        self.states: dict[str, PartState] = {}
 
     def probe(self) -> None:
         """Run every probe, recording or clearing the problem under its key."""
@@ -71,6 +87,12 @@ class Runtime:
         self.details[name] = {k: v for k, v in state.items() if k != "status"}
         ok = state.get("status") == "ok"
         self.report(name, None if ok else str(state.get("error") or f"{name} is {state.get('status')}"))
+
+    def mark(self, part: str, state: str, ok: bool) -> None:
+        """Record that ``part`` is in ``state``; its time changes only when the state does."""
+        current = self.states.get(part)
+        if current is None or current.name != state or current.ok != ok:
+            self.states[part] = PartState(state, ok, time.time())
 
     def declare(self, name: str, *, required: bool = True, guards_writes: bool = True) -> None:
         """List check ``name`` in ``/health`` from now on; an optional one only degrades the runner.

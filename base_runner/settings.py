@@ -58,8 +58,10 @@ class RunnerSettings(BaseSettings):
     weights_timeout: float = Field(8.0, gt=0)
     #: Seconds a computed body may be served when no write came since; ``None``: until the next write.
     weights_ttl: float | None = Field(60.0, gt=0)
-    #: Log every request; off by default, as it costs about half the throughput of cached weights.
+    #: Log the cached weights answers at info level too; every other request is logged anyway.
     access_log: bool = False
+    #: Log lines as ``text``, ``json`` (one object a line), or ``auto``: JSON unless stderr is a terminal.
+    log_format: Literal["auto", "text", "json"] = "auto"
     #: Bytes a request body may hold; a larger one is refused with 413 while it streams in.
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     #: Seconds a request may take to send its whole body, from the end of its headers; then 408.

@@ -217,6 +217,13 @@ class WeightsCache:
         self._body: bytes | None = None
         self._body_generation = -1
         self._computed_at = 0.0
+        #: Answers served from the cache, and answers that waited for a computation (for the metrics).
+        self.hits = 0
+        self.misses = 0
+
+    def age(self) -> float | None:
+        """Seconds since the cached body was computed; ``None`` before the first computation."""
+        return None if self._body is None else time.monotonic() - self._computed_at
 
     def _fresh(self) -> bytes | None:
         if self._body is None or self._body_generation != self._generation():
@@ -229,7 +236,9 @@ class WeightsCache:
         """The current body; computes it when stale, or joins the computation under way."""
         body = self._fresh()
         if body is not None:
+            self.hits += 1
             return body
+        self.misses += 1
         flight = self._flight
         if flight is None:
             flight = self._flight = asyncio.create_task(self._fly(), name=f"{self._slug}:get_weights")

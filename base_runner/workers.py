@@ -34,10 +34,14 @@ async def run_worker(
     """
     runtime = app.state.runtime
 
+    part = f"worker:{name}"
+
     async def supervise() -> None:
+        runtime.mark(part, "running", ok=True)
         try:
             await work()
         except asyncio.CancelledError:
+            runtime.mark(part, "stopped", ok=True)
             raise
         except Exception as exc:
             current = asyncio.current_task()
@@ -47,9 +51,11 @@ async def run_worker(
                 log.info("challenge %s: worker %s stopped (%s)", runtime.challenge, name, describe(exc))
                 raise asyncio.CancelledError from exc
             log.exception("challenge %s: worker %s crashed", runtime.challenge, name)
+            runtime.mark(part, "crashed", ok=False)
             runtime.fail(f"worker {name} crashed: {describe(exc)}")
         else:
             log.info("challenge %s: worker %s finished", runtime.challenge, name)
+            runtime.mark(part, "finished", ok=True)
 
     task = asyncio.create_task(supervise(), name=f"{runtime.challenge}:{name}")
     try:

@@ -1,0 +1,144 @@
+"""What an operator sees of a running ``serve``: JSON log lines, the metrics, no secret anywhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+MASTER = {"Authorization": "Bearer metrics-master-token"}
+
+
+def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``/internal/v1/metrics``, by name and sorted labels."""
+    response = client.get("/internal/v1/metrics", headers=MASTER)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_metrics_move_with_requests_writes_and_weights(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    served = server(["--data-dir", str(tmp_path)], [sites["example"]], CHALLENGE_SHARED_TOKEN="metrics-master-token")
+    with served.client() as client:
+        before = scrape(client)
+        assert client.post("/submissions", json={"hotkey": "5Metric", "score": 4}).status_code == 201
+        assert client.get("/submissions/5Metric").json() == [4]
+        for _ in range(3):
+            assert client.get("/weights").status_code == 200
+        after = scrape(client)
+
+    route = {"route": "/submissions/{hotkey}", "method": "GET", "status": "200"}
+    assert value(after, "base_runner_http_requests_total", **route) == 1
+    # Route templates, never raw paths: no label holds the hotkey.
+    assert not any("5Metric" in str(labels) for _, labels in after)
+    assert value(after, "base_runner_http_requests_total", route="/weights", method="GET", status="200") == 3
+    assert value(after, "base_runner_http_request_duration_seconds_count", route="/submissions", method="POST") == 1
+    assert value(after, "base_runner_get_weights_duration_seconds_count", outcome="ok") == 1
+    assert value(after, "base_runner_weights_cache_misses_total") == 1
+    assert value(after, "base_runner_weights_cache_hits_total") == 2
+    assert value(after, "base_runner_weights_cache_age_seconds") >= 0
+    assert value(before, "base_runner_weights_cache_age_seconds") == -1
+    commits = "base_runner_db_write_transactions_total"
+    assert value(after, commits, outcome="commit") == value(before, commits, outcome="commit") + 1
+    assert value(after, "base_runner_db_writer_wait_seconds_count") > value(
+        before, "base_runner_db_writer_wait_seconds_count"
+    )
+    assert value(after, "base_runner_sqlite_file_bytes", file="database") > 0
+    assert value(after, "base_runner_part_up", part="challenge", state="started") == 1
+    assert value(after, "base_runner_part_up", part="weights", state="ok") == 1
+    assert value(after, "base_runner_get_weights_last_timestamp_seconds", outcome="ok") > 0
+    assert value(after, "process_resident_memory_bytes") > 0
+    assert value(after, "base_runner_info", challenge="example", challenge_version="0.1.0", runner_version="0.1.0") == 1
+    assert served.stop() == 0
+
+
+def test_metrics_refused_without_the_token(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    served = server(["--data-dir", str(tmp_path)], [sites["example"]], CHALLENGE_SHARED_TOKEN="metrics-master-token")
+    with served.client() as client:
+        assert client.get("/internal/v1/metrics").status_code == 401
+        wrong = client.get("/internal/v1/metrics", headers={"Authorization": "Bearer not-the-token"})
+        assert wrong.status_code == 401
+        assert "process_" not in wrong.text
+    assert served.stop() == 0
+
+
+def test_log_lines_are_json_with_the_challenge_and_one_access_line_per_request(
+    sites: dict[str, Path], tmp_path: Path, server
+) -> None:
+    served = server(["--data-dir", str(tmp_path)], [sites["example"]])
+    with served.client() as client:
+        client.post("/submissions", json={"hotkey": "5Logged", "score": 1})
+        client.get("/submissions/5Logged")
+        client.get("/no/such/page")
+        client.get("/weights")
+    assert served.stop() == 0
+    lines = json_lines(served.output())
+    assert len(lines) == len(served.output().splitlines()), served.output()  # every line is one JSON object
+    for line in lines:
+        assert {"time", "level", "logger", "challenge", "message"} <= line.keys()
+    assert {line["challenge"] for line in lines if line["logger"].startswith("uvicorn")} == {"example"}
+    access = [line for line in lines if line["logger"] == "base_runner.access"]
+    # Logged once each answer is complete: the order may differ from the requests'.
+    assert sorted((line["method"], line["route"], line["status"]) for line in access) == [
+        ("GET", "/health", 200),  # the fixture's wait for the server
+        ("GET", "/submissions/{hotkey}", 200),
+        ("GET", "unmatched", 404),
+        ("POST", "/submissions", 201),
+    ]  # the cached weights answer is at debug level
+    assert all(line["duration_ms"] >= 0 for line in access)
+
+
+def test_text_log_format_and_access_log_of_weights(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    served = server(
+        ["--data-dir", str(tmp_path), "--log-format", "text"], [sites["example"]], CHALLENGE_ACCESS_LOG="true"
+    )
+    with served.client() as client:
+        client.get("/weights")
+    assert served.stop() == 0
+    output = served.output()
+    assert not json_lines(output)
+    assert "INFO    base_runner.access [example] GET /weights 200 " in output
+
+
+def test_no_secret_in_a_whole_debug_run(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "challenge_token").write_text("file-master-token-7f3a\n")
+    (secrets / "owner_token").write_text("file-owner-token-91c2\n")
+    used = ["file-master-token-7f3a", "file-owner-token-91c2", "guessed-token-5d20", "guessed-owner-88e1"]
+    served = server(
+        ["--challenge", "bounty", "--data-dir", str(tmp_path), "--debug"],
+        [sites["bounty"]],
+        CHALLENGE_SHARED_TOKEN_FILE=str(secrets / "challenge_token"),
+        CHALLENGE_OWNER_TOKEN_FILE=str(secrets / "owner_token"),
+    )
+    master = {"Authorization": "Bearer file-master-token-7f3a", "X-Base-Challenge-Slug": "bounty"}
+    with served.client() as client:
+        assert client.get("/internal/v1/get_weights", headers=master).status_code == 200
+        assert client.get("/internal/v1/metrics", headers=master).status_code == 200
+        project = {"project_id": "p", "title": "T", "description": "D"}
+        owner = {"X-Owner-Token": "file-owner-token-91c2"}
+        assert client.post("/admin/projects", headers=owner, json=project).status_code == 200
+        guessed = {"Authorization": "Bearer guessed-token-5d20", "X-Base-Challenge-Slug": "bounty"}
+        assert client.get("/internal/v1/get_weights", headers=guessed).status_code == 401
+        wrong_owner = {"Authorization": "Bearer guessed-owner-88e1"}
+        assert client.post("/admin/projects", headers=wrong_owner, json=project).status_code == 401
+    assert served.stop() == 0
+    output = served.output()
+    assert "DEBUG" in output  # the run did log at debug level
+    for secret in used:
+        assert secret not in output
