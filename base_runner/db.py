@@ -83,7 +83,8 @@ class _CancelledReset(logging.Filter):
         return not cancelled
 
 
-logging.getLogger(f"sqlalchemy.pool.impl.{AsyncAdaptedQueuePool.__name__}").addFilter(_CancelledReset())
+for _pool in (AsyncAdaptedQueuePool.__name__, "WriterPool"):
+    logging.getLogger(f"sqlalchemy.pool.impl.{_pool}").addFilter(_CancelledReset())
 
 
 class WritesRefused(Exception):
@@ -250,14 +251,15 @@ class Database:
 def _timed_pool(database: Database) -> type[AsyncAdaptedQueuePool]:
     # A class, not an instance: the engine rebuilds its pool from the class on dispose.
     class WriterPool(AsyncAdaptedQueuePool):
-        def connect(self) -> Any:
+        def _do_get(self) -> Any:
             started = time.perf_counter()
-            connection = super().connect()
+            record = super()._do_get()
             if database.on_writer_wait is not None:
                 database.on_writer_wait(time.perf_counter() - started)
-            return connection
+            return record
 
-    # SQLAlchemy names a pool's logger after its class's module: keep it under "sqlalchemy", quiet by default.
+    # SQLAlchemy names a pool's logger after its class and module: keep it under "sqlalchemy", quiet by
+    # default, where _CancelledReset filters it.
     WriterPool.__module__ = AsyncAdaptedQueuePool.__module__
     return WriterPool
 
