@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -82,7 +83,7 @@ def test_log_lines_are_json_with_the_challenge_and_one_access_line_per_request(
     served = server(["--data-dir", str(tmp_path)], [sites["example"]])
     with served.client() as client:
         client.post("/submissions", json={"hotkey": "5Logged", "score": 1})
-        client.get("/submissions/5Logged")
+        client.get("/submissions/5Logged", headers={"X-Request-ID": "req-obs-42"})
         client.get("/no/such/page")
         client.get("/weights")
     assert served.stop() == 0
@@ -100,6 +101,9 @@ def test_log_lines_are_json_with_the_challenge_and_one_access_line_per_request(
         ("POST", "/submissions", 201),
     ]  # the cached weights answer is at debug level
     assert all(line["duration_ms"] >= 0 for line in access)
+    # Each access line carries the correlation id of its request, the one sent when sane.
+    assert [line["correlation_id"] for line in access if line["route"] == "/submissions/{hotkey}"] == ["req-obs-42"]
+    assert all(line.get("correlation_id") for line in access)
 
 
 def test_text_log_format_and_access_log_of_weights(sites: dict[str, Path], tmp_path: Path, server) -> None:
@@ -111,7 +115,7 @@ def test_text_log_format_and_access_log_of_weights(sites: dict[str, Path], tmp_p
     assert served.stop() == 0
     output = served.output()
     assert not json_lines(output)
-    assert "INFO    base_runner.access [example] GET /weights 200 " in output
+    assert re.search(r"INFO    base_runner\.access \[example \S+\] GET /weights 200 ", output), output
 
 
 def test_no_secret_in_a_whole_debug_run(sites: dict[str, Path], tmp_path: Path, server) -> None:
