@@ -21,11 +21,16 @@ revision. A row's ``state``:
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 STORE_DIR = ".base-runner"
 STORE_FILE = "push.sqlite3"
@@ -106,23 +111,36 @@ def _push(row: tuple[object, ...]) -> Push:
     return Push(**{**push.__dict__, "body": bytes(push.body), "idempotent": idempotent})
 
 
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def call(self: PushStore, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return call
+
+
 class PushStore:
     """The ledger of one challenge's pushes. Blocking calls: the pusher runs them off the event loop.
 
     Several processes may share the file (``serve`` and ``base-runner push
-    once``): revisions are allocated inside an immediate transaction.
+    once``): revisions are allocated inside an immediate transaction. Within
+    one process a lock serializes the calls, so that :meth:`close` waits for
+    a call still running in a worker thread after its task was cancelled.
     """
 
     def __init__(self, path: Path, slug: str) -> None:
         self.path = path
         self.slug = slug
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
         self._conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is fsync'd before it returns, so "stored" means on disk.
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute(_SCHEMA)
 
+    @_locked
     def close(self) -> None:
         """Close the file; the store is unusable afterwards."""
         self._conn.close()
@@ -134,25 +152,30 @@ class PushStore:
         )
         return [_push(row) for row in rows]
 
+    @_locked
     def pending(self) -> Push | None:
         """The oldest request not answered for good, if any."""
         rows = self._select("state = 'pending'")
         return rows[0] if rows else None
 
+    @_locked
     def latest(self, epoch: int) -> Push | None:
         """The highest revision stored for ``epoch``."""
         rows = self._select("epoch = ?", (epoch,))
         return rows[-1] if rows else None
 
+    @_locked
     def sealed(self, epoch: int) -> bool:
         """Whether the master said ``epoch`` is sealed or stale."""
         return bool(self._select("epoch = ? AND state = 'sealed'", (epoch,)))
 
+    @_locked
     def last_acknowledged(self) -> Push | None:
         """The most recent acknowledged request."""
         rows = self._select("state = 'acknowledged'")
         return rows[-1] if rows else None
 
+    @_locked
     def recent(self, limit: int = 10) -> list[Push]:
         """The last ``limit`` requests, newest last."""
         rows = self._conn.execute(
@@ -161,6 +184,7 @@ class PushStore:
         )
         return [_push(row) for row in reversed(list(rows))]
 
+    @_locked
     def add(
         self,
         *,
@@ -212,6 +236,7 @@ class PushStore:
         assert stored is not None and stored.nonce == nonce
         return stored
 
+    @_locked
     def attempted(self, push: Push, status: int | None, error: str | None) -> None:
         """Count one attempt that left ``push`` pending, with its status and error."""
         self._conn.execute(
@@ -220,6 +245,7 @@ class PushStore:
             (status, error, time.time(), self.slug, push.epoch, push.revision),
         )
 
+    @_locked
     def finish(
         self,
         push: Push,

@@ -47,6 +47,24 @@ def runner_env(tmp_path: Path, master: MasterDouble) -> dict[str, str]:
     }
 
 
+def pusher_state(client) -> dict | None:
+    """The pusher's check with its details, from the runner's status view (HealthResponse has no field for them);
+    ``None`` before its first look."""
+    return client.get("/internal/status").json()["checks"].get("pusher")
+
+
+def acknowledged(client) -> dict | None:
+    """The pusher's state once the master acknowledged a push, else ``None``."""
+    state = pusher_state(client)
+    return state if state and state["snapshot_id"] else None
+
+
+def failing(client, error: str) -> dict | None:
+    """The pusher's state once its error says ``error``, else ``None``."""
+    state = pusher_state(client)
+    return state if state and error in (state["error"] or "") else None
+
+
 def eventually(check, what: str, timeout: float = 20):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -55,11 +73,6 @@ def eventually(check, what: str, timeout: float = 20):
             return result
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def pusher_details(client) -> dict | None:
-    """The pusher's check with its details, from the runner's status view (HealthResponse has no field for them)."""
-    return client.get("/internal/status").json()["checks"].get("pusher")
 
 
 def test_serve_pushes_what_it_serves_and_a_new_revision_when_it_changes(
@@ -79,8 +92,8 @@ def test_serve_pushes_what_it_serves_and_a_new_revision_when_it_changes(
         assert second.weights == {ALICE: 3.0, BOB: 5.0}
         ready = client.get("/ready")
         assert ready.status_code == 200
-        # The pusher's details, which HealthResponse has no field for.
-        pusher = pusher_details(client)
+        assert {"name": "pusher", "status": "ok", "required": False} in ready.json()["checks"]
+        pusher = pusher_state(client)
         assert pusher["status"] == "ok" and pusher["required"] is False
         assert (pusher["revision"], pusher["snapshot_id"]) == (2, second.snapshot_id)
     assert served.stop(signal.SIGTERM) == 0
@@ -119,11 +132,7 @@ def test_killed_between_stored_and_acknowledged_the_restart_resends_the_same_byt
     # One payload per (epoch, revision), ever.
     assert all(len(digests) == 1 for digests in master.payloads("example").values())
     with restarted.client() as client:
-        pusher = eventually(lambda: pusher_details(client), "the pusher's check")
-        pusher = eventually(
-            lambda: (p := client.get("/internal/status").json()["checks"]["pusher"])["snapshot_id"] and p,
-            "the acknowledgement",
-        )
+        pusher = eventually(lambda: acknowledged(client), "the acknowledgement")
         assert pusher["snapshot_id"] == snapshot.snapshot_id and pusher["pending"] is None
     assert restarted.stop(signal.SIGTERM) == 0
 
@@ -135,17 +144,11 @@ def test_an_outage_of_the_master_then_its_return(
     served = server([], [sites["example"]], **runner_env)
     with served.client() as client:
         assert client.post("/submissions", json={"hotkey": ALICE, "score": 1}).status_code == 201
-        down = eventually(
-            lambda: (p := pusher_details(client)) and "no answer" in (p["error"] or "") and p,
-            "the pusher to report the outage",
-        )
+        down = eventually(lambda: failing(client, "no answer"), "the pusher to report the outage")
         assert down["status"] == "degraded" and down["pending"]["attempts"] >= 1
         assert client.get("/ready").status_code == 200, "a failing push never makes the runner unready"
         master.start()
-        up = eventually(
-            lambda: (p := client.get("/internal/status").json()["checks"]["pusher"])["snapshot_id"] and p,
-            "the push after",
-        )
+        up = eventually(lambda: acknowledged(client), "the push after")
         assert up["status"] == "ok" and up["pending"] is None
     assert len(master.snapshots) == 1
     assert served.stop(signal.SIGTERM) == 0
@@ -156,7 +159,7 @@ def test_no_weights_is_not_pushed_and_is_warned(
 ) -> None:
     served = server([], [sites["example"]], **runner_env)
     with served.client() as client:
-        eventually(lambda: pusher_details(client), "the pusher's first look")
+        eventually(lambda: pusher_state(client), "the pusher's first look")
     assert served.stop(signal.SIGTERM) == 0
     assert "no weights to push" in served.output()
     assert master.received == []
