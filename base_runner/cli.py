@@ -267,5 +267,34 @@ def check(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
     click.echo(f"{selected.name}: every check passed")
 
 
+@main.command()
+@click.option("--url", help="The instance; default: http://127.0.0.1:CHALLENGE_PORT.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for each answer.")
+@reports_errors
+def status(url: str | None, as_json: bool, timeout: float) -> None:
+    """Show a running instance's parts, their states and since when; exit 0 ready, 1 degraded, 3 no answer."""
+    import json
+
+    from . import status as report
+    from .auth import MasterAuth
+    from .settings import load_settings
+
+    settings = load_settings()
+    auth = MasterAuth(slug="", token=settings.shared_token, token_file=settings.shared_token_file)
+    try:
+        token = auth.expected_token()
+    except Exception:  # no token configured, or unreadable: status says so itself
+        token = None
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    try:
+        found = report.read(url or f"http://{host}:{settings.port}", token, timeout)
+    except report.Unreachable as exc:
+        click.echo(f"base-runner: {exc}", err=True)
+        sys.exit(report.UNREACHABLE)
+    click.echo(json.dumps(found.as_json(), indent=2) if as_json else report.render(found))
+    sys.exit(found.exit_code)
+
+
 main.add_command(db)
 main.add_command(push)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import httpx
+from conftest import run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
 MASTER = {"Authorization": "Bearer metrics-master-token"}
@@ -146,3 +148,36 @@ def test_no_secret_in_a_whole_debug_run(sites: dict[str, Path], tmp_path: Path, 
     assert "DEBUG" in output  # the run did log at debug level
     for secret in used:
         assert secret not in output
+
+
+def test_status_of_a_live_instance(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    served = server(["--data-dir", str(tmp_path)], [sites["example"]], CHALLENGE_SHARED_TOKEN="metrics-master-token")
+    with served.client() as client:
+        assert client.get("/weights").status_code == 200
+    token = {"CHALLENGE_SHARED_TOKEN": "metrics-master-token"}
+    result = run_cli("status", "--url", served.url, "--json", **token)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = json.loads(result.stdout)
+    assert found["ready"] is True
+    assert found["parts"]["challenge"]["state"] == "started" and found["parts"]["challenge"]["since"]
+    assert found["weights"]["calls"] == {"ok": 1}
+    text = run_cli("status", "--url", served.url, **token)
+    assert text.returncode == 0
+    assert text.stdout.startswith(f"example 0.1.0 on base-runner 0.1.0 at {served.url}: ready")
+    assert "last weights computation: ok at " in text.stdout
+    refused = run_cli("status", "--url", served.url, CHALLENGE_SHARED_TOKEN="not-the-token")
+    assert refused.returncode == 2 and "refused the token (401)" in refused.stderr
+    assert served.stop() == 0
+    gone = run_cli("status", "--url", served.url, **token)
+    assert gone.returncode == 3 and "no answer from" in gone.stderr
+
+
+def test_status_of_an_instance_that_is_not_ready(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    with sqlite3.connect(tmp_path / "challenge.sqlite3") as conn:
+        conn.execute("CREATE TABLE submissions (id INTEGER PRIMARY KEY, hotkey VARCHAR(128))")
+    served = server(["--data-dir", str(tmp_path)], [sites["example"]], CHALLENGE_SHARED_TOKEN="metrics-master-token")
+    result = run_cli("status", "--url", served.url, CHALLENGE_SHARED_TOKEN="metrics-master-token")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "NOT READY" in result.stdout
+    assert "DOWN schema" in result.stdout and "drift" in result.stdout
+    assert served.stop() == 0
