@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from wire_schemas import reasons_of
 
 
 def call_all(url: str, callers: int) -> list[tuple[int, float, dict]]:
@@ -77,8 +78,9 @@ def test_a_get_weights_that_blocks_the_loop_is_logged_with_its_stack_and_on_read
         assert client.get("/ready").status_code == 200
         assert client.get("/weights").status_code == 200
         ready = client.get("/ready")
+        reasons = reasons_of(client)
     assert ready.status_code == 503
-    (reason,) = [r for r in ready.json()["reasons"] if "event loop" in r]
+    (reason,) = [r for r in reasons if "event loop" in r]
     assert reason.startswith("the event loop was blocked for ")
     assert "in get_weights (" in reason and "faults.py" in reason
     output = served.output()
