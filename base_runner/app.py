@@ -8,7 +8,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,6 +47,9 @@ from .wire import (
     validation_detail,
     version_body,
 )
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 log = logging.getLogger("base_runner")
 
@@ -117,12 +120,18 @@ class RunnerApp(FastAPI):
 
 
 def create_app(
-    loaded: LoadedChallenge, settings: RunnerSettings, db: Database = database, dbfile: DatabaseFile | None = None
+    loaded: LoadedChallenge,
+    settings: RunnerSettings,
+    db: Database = database,
+    dbfile: DatabaseFile | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """Build the app for ``loaded``; ``db`` must already be configured.
 
     ``dbfile`` is the database file ``serve`` checked before starting; by
-    default the one ``settings`` name, unchecked.
+    default the one ``settings`` name, unchecked. ``tracing``, when given,
+    traces requests, ``get_weights`` and ``db``'s SQL, and is shut down with
+    the app.
 
     Raises :class:`~base_runner.errors.PluginError` when the challenge's
     routers are not routers or claim a reserved path.
@@ -135,9 +144,13 @@ def create_app(
         never_log(settings.shared_token.get_secret_value())
     auth = MasterAuth(slug=slug, token=settings.shared_token, token_file=settings.shared_token_file)
     measured = metrics.Metrics(runtime, loaded.version)
+    weights = measured.timed_weights(lambda: call_get_weights(loaded), settings.weights_timeout)
+    if tracing is not None:
+        weights = tracing.traced_weights(weights, runtime)
+        tracing.instrument(db)
     cache = WeightsCache(
         slug,
-        compute=measured.timed_weights(lambda: call_get_weights(loaded), settings.weights_timeout),
+        compute=weights,
         generation=lambda: db.generation,
         ttl=settings.weights_ttl,
         timeout=settings.weights_timeout,
@@ -231,6 +244,8 @@ def create_app(
             stop_counting()
             await db.close()
             dbfile.stopped()
+            if tracing is not None:
+                await tracing.shutdown()  # last: closing the database makes spans too
 
     app = RunnerApp(
         fast_routes=weights_endpoints(cache, auth),
@@ -239,6 +254,7 @@ def create_app(
         title=f"{slug} (base-runner)",
         version=loaded.version,
         lifespan=lifespan,
+        **({} if tracing is None else tracing.fastapi_options),
     )
     app.state.runtime = runtime
     app.add_middleware(UnsavedChanges, slug=slug, db=db)
@@ -249,6 +265,8 @@ def create_app(
     # Cached weights answers log at debug level unless CHALLENGE_ACCESS_LOG asks (their cost: docs/operating.md).
     quiet = () if settings.access_log else app.fast_routes
     app.observe(lambda entry: Observed(entry, measured, app.fast_routes, quiet_paths=quiet))
+    if tracing is not None:
+        app.observe(lambda entry: tracing.wrap(entry, app.fast_routes))  # outermost: the span times all of it
     app.state.challenge = loaded
     app.state.weights = cache
     # For the dependencies challenge routes use: verified_hotkey checks the master's token with it.

@@ -95,13 +95,14 @@ def serve(
     from .connections import ConnectionLimits, open_files_cap, protocol_class
     from .datadir import DataDirLock
     from .dbfile import DatabaseFile
+    from .tracing import start as start_tracing
 
     level = logging.DEBUG if debug else logging.INFO
     settings, loaded = start(challenge, level, host=host, port=port, data_dir=data_dir, log_format=log_format)
     DataDirLock(settings.data_dir).acquire(settings.lock_wait)  # held until the process exits
     dbfile = DatabaseFile.of(settings)
     dbfile.check_before_open()
-    app = create_app(loaded, settings, dbfile=dbfile)
+    app = create_app(loaded, settings, dbfile=dbfile, tracing=start_tracing(loaded.name, loaded.version))
     server = uvicorn.Server(
         uvicorn.Config(
             serving(app),
