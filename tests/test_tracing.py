@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -105,6 +106,11 @@ def imported_opentelemetry(output: str) -> list[str]:
     """The opentelemetry modules a process run with PYTHONPROFILEIMPORTTIME=1 imported, from its stderr."""
     names = (line.rpartition("|")[2].strip() for line in output.splitlines() if line.startswith("import time:"))
     return sorted({name for name in names if name.split(".")[0] == "opentelemetry"})
+
+
+def log_lines(output: str) -> list[dict]:
+    """The JSON log lines of a runner's output (the import-time lines of PYTHONPROFILEIMPORTTIME are not)."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
 def answers(url: str) -> bool:
@@ -260,10 +266,51 @@ def test_an_endpoint_without_the_packages_warns_once_and_serves(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    lines = log_lines(log.read_text())
     warnings = [line for line in lines if line["level"] == "WARNING"]
     assert len(warnings) == 1, lines
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" in warnings[0]["message"]
     assert "pip install 'base-runner[otel]'" in warnings[0]["message"]
     assert "Traceback" not in log.read_text()
     assert receiver.bodies == []
+
+
+@pytest.mark.parametrize(("behaviour", "status", "outcome"), [("fail:0", 500, "error"), ("sleep:1.5", 504, "timeout")])
+def test_the_get_weights_span_records_a_failure_and_a_timeout(
+    sites: dict[str, Path], tmp_path: Path, server, receiver: Receiver, behaviour: str, status: int, outcome: str
+) -> None:
+    served = server(
+        ["--challenge", "faults", "--data-dir", str(tmp_path)],
+        [sites["testbed"]],
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        CHALLENGE_FAULTS_WEIGHTS=behaviour,
+        CHALLENGE_WEIGHTS_TIMEOUT="0.5",
+    )
+    with served.client() as client:
+        assert client.get("/weights").status_code == status
+    assert served.stop(signal.SIGTERM) == 0, served.output()
+    _resource, spans = receiver.exported()
+    [weights] = [span for span in spans if span.name == "get_weights"]
+    assert attributes(weights)["base_runner.get_weights.outcome"] == outcome
+    assert weights.status.code == weights.status.STATUS_CODE_ERROR
+    [request] = [span for span in spans if span.name == "GET /weights"]
+    assert attributes(request)["http.status_code"] == status
+
+
+def test_a_collector_that_never_answers_does_not_hold_the_stop(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    with socket.socket() as silent:
+        # Connections complete in the backlog and are never answered.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        served = server(
+            ["--challenge", "example", "--data-dir", str(tmp_path)],
+            [sites["example"]],
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{silent.getsockname()[1]}",
+            OTEL_EXPORTER_OTLP_TIMEOUT="1",
+        )
+        exercise(served)
+        # Within Swarm's 10 s stop grace period, as docs/operating.md promises with a short timeout.
+        assert served.stop(signal.SIGTERM, timeout=10) == 0, served.output()
+    lines = log_lines(served.output())
+    # The export at shutdown was tried, and given up on after its timeout.
+    assert [line["level"] for line in lines if line["logger"].startswith("opentelemetry.exporter")] == ["ERROR"]
