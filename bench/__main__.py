@@ -46,6 +46,14 @@ end
 
 
 NORMAL_RUNNER = "the runner, CHALLENGE_SYNCHRONOUS=NORMAL (opt-in)"
+#: The cached weights step's load runs, by key, with the name each is shown under.
+WEIGHTS_RUNS = {
+    "bare": "bare ASGI app",
+    "public": "/weights",
+    "internal": INTERNAL,
+    "logged public": "/weights, CHALLENGE_ACCESS_LOG=true",
+    "logged internal": f"{INTERNAL}, CHALLENGE_ACCESS_LOG=true",
+}
 
 
 @dataclass(frozen=True)
@@ -135,30 +143,52 @@ class Bench:
 
     def cached_weights(self) -> None:
         self.say("cached weights over HTTP")
-        data = self.tmp / "weights-data"
-        data.mkdir()
-        datasets.build(data / DATABASE_FILE, 10_000, HOTKEYS)
-        runner = self.start(servers.runner(data), **servers.runner_env())
+        # The same runner twice, on data dirs of their own (one runner per data dir): without and
+        # with CHALLENGE_ACCESS_LOG, which writes a JSON line per cached answer to the log file.
+        runners: dict[str, servers.Server] = {}
         bare = None
         try:
+            for name, env in (("runner", {}), ("logged", {"CHALLENGE_ACCESS_LOG": "true"})):
+                data = self.tmp / ("weights-data" if name == "runner" else "weights-data-logged")
+                data.mkdir()
+                datasets.build(data / DATABASE_FILE, 10_000, HOTKEYS)
+                runners[name] = self.start(servers.runner(data), **servers.runner_env(), **env)
+            runner, logged = runners["runner"], runners["logged"]
             status, body = runner.get("/weights")
             assert status == 200, f"/weights answered {status}"
-            assert runner.get(INTERNAL, servers.MASTER_HEADERS)[0] == 200
+            # The same weights; only the body's computed_at differs.
+            assert len(logged.get("/weights")[1]) == len(body)
+            for server in runners.values():
+                assert server.get(INTERNAL, servers.MASTER_HEADERS)[0] == 200
             (self.tmp / "body.json").write_bytes(body)
             bare = self.start(servers.uvicorn("bench.apps:bare", *BARE), BENCH_BODY=str(self.tmp / "body.json"))
             assert bare.get("/weights")[1] == body
-            runs: dict[str, list[load.Load]] = {"bare": [], "public": [], "internal": []}
+            lines_before = _access_lines(self.log)
+            runs: dict[str, list[load.Load]] = {key: [] for key in WEIGHTS_RUNS}
             for _ in range(self.plan.rounds):
                 runs["bare"].append(load.run(bare.url + "/", bare.proc.pid, self.plan.seconds))
-                runs["public"].append(load.run(runner.url + "/weights", runner.proc.pid, self.plan.seconds))
-                runs["internal"].append(
-                    load.run(runner.url + INTERNAL, runner.proc.pid, self.plan.seconds, headers=servers.MASTER_HEADERS)
-                )
+                for server, prefix in ((runner, ""), (logged, "logged ")):
+                    runs[prefix + "public"].append(
+                        load.run(server.url + "/weights", server.proc.pid, self.plan.seconds)
+                    )
+                    runs[prefix + "internal"].append(
+                        load.run(
+                            server.url + INTERNAL, server.proc.pid, self.plan.seconds, headers=servers.MASTER_HEADERS
+                        )
+                    )
         finally:
-            runner.stop()
+            for server in runners.values():
+                server.stop()
             if bare is not None:
                 bare.stop()
+        lines = _access_lines(self.log) - lines_before
         base = statistics.median(run.per_second for run in runs["bare"])
+
+        def against(key: str, baseline: str = "bare") -> float:
+            return self.median_ratio(
+                [(r.per_second, b.per_second) for r, b in zip(runs[key], runs[baseline], strict=True)]
+            )
+
         for key, path in (("public", "/weights"), ("internal", INTERNAL)):
             errors = sum(run.errors for run in runs[key])
             self.figures.append(
@@ -166,15 +196,24 @@ class Bench:
                     f"`{path}` from cache, req/s, 8 connections" + (f", {errors} errors" if errors else ""),
                     f"{statistics.median(run.per_second for run in runs[key]):,.0f}",
                     f"bare ASGI app, same body ({len(body):,} bytes) {base:,.0f}",
-                    self.median_ratio(
-                        [(r.per_second, b.per_second) for r, b in zip(runs[key], runs["bare"], strict=True)]
-                    ),
+                    against(key),
                     ("≥", 0.5),
+                )
+            )
+        for key, path in (("public", "/weights"), ("internal", INTERNAL)):
+            errors = sum(run.errors for run in runs["logged " + key])
+            self.figures.append(
+                Figure(
+                    f"`{path}` from cache, `CHALLENGE_ACCESS_LOG=true`, req/s"
+                    + (f", {errors} errors" if errors else ""),
+                    f"{statistics.median(run.per_second for run in runs['logged ' + key]):,.0f}",
+                    f"bare ASGI app {base:,.0f}",
+                    against("logged " + key),
                 )
             )
         rows = [
             [
-                name,
+                WEIGHTS_RUNS[key],
                 f"{statistics.median(r.per_second for r in group):,.0f}",
                 f"{statistics.median(r.server_cores for r in group):.2f}",
                 f"{statistics.median(r.client_cores for r in group):.2f}",
@@ -182,11 +221,7 @@ class Bench:
                 f"{statistics.median(r.client_us_per_request for r in group):.0f}",
                 f"{statistics.median(r.p99_ms for r in group):.2f}",
             ]
-            for name, group in (
-                ("bare ASGI app", runs["bare"]),
-                ("/weights", runs["public"]),
-                (INTERNAL, runs["internal"]),
-            )
+            for key, group in runs.items()
         ]
         server = statistics.median(r.server_us_per_request for r in runs["bare"])
         client = statistics.median(r.client_us_per_request for r in runs["bare"])
@@ -202,6 +237,22 @@ class Bench:
                 rows,
             )
             + f"\n\nwrk spent {client:.0f} µs of CPU per request against the bare server's {server:.0f} µs, {verdict}."
+        )
+        requests = sum(r.requests for key in ("logged public", "logged internal") for r in runs[key])
+        cpu = {
+            key: statistics.median(
+                logged.server_us_per_request - plain.server_us_per_request
+                for logged, plain in zip(runs["logged " + key], runs[key], strict=True)
+            )
+            for key in ("public", "internal")
+        }
+        self.sections.append(
+            "The access line's cost on cached weights: the runner with `CHALLENGE_ACCESS_LOG=true` "
+            "(a JSON line per answer, to a file) against the same runner without it, median of the per-round "
+            f"ratios: `/weights` {against('logged public', 'public'):.2f}x, "
+            f"`{INTERNAL}` {against('logged internal', 'internal'):.2f}x of the throughput, "
+            f"{cpu['public']:.0f} and {cpu['internal']:.0f} µs more server CPU per answer "
+            f"({lines:,} access lines for {requests:,} answers counted by wrk)."
         )
 
     def stacks(self) -> None:
@@ -434,6 +485,14 @@ class Bench:
         path = self.tmp / name
         path.mkdir()
         return path
+
+
+def _access_lines(log: Path) -> int:
+    """The access lines the servers have written to ``log`` so far."""
+    if not log.exists():
+        return 0
+    with log.open("rb") as lines:
+        return sum(1 for line in lines if b'"logger": "base_runner.access"' in line)
 
 
 async def _writer_pragmas(path: Path) -> str:
