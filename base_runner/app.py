@@ -125,13 +125,15 @@ def create_app(
     db: Database = database,
     dbfile: DatabaseFile | None = None,
     tracing: Tracing | None = None,
+    metrics_port: metrics.MetricsPort | None = None,
 ) -> FastAPI:
     """Build the app for ``loaded``; ``db`` must already be configured.
 
     ``dbfile`` is the database file ``serve`` checked before starting; by
     default the one ``settings`` name, unchecked. ``tracing``, when given,
     traces requests, ``get_weights`` and ``db``'s SQL, and is shut down with
-    the app.
+    the app. ``metrics_port``, bound by ``serve``, answers from the start
+    of the lifespan until the database is closed.
 
     Raises :class:`~base_runner.errors.PluginError` when the challenge's
     routers are not routers or claim a reserved path.
@@ -206,6 +208,9 @@ def create_app(
             log.debug("SQLite %s has the WAL-reset bug; one writer connection per process rules it out", version)
         watcher: asyncio.Task[None] | None = None
         watchdog: asyncio.Task[None] | None = None
+        if metrics_port is not None:
+            # First, so that a scraper sees a slow startup (the challenge part "starting") as it happens.
+            await metrics_port.start(measured)
         stop_counting = measured.count_transactions(db)
         try:
             created = await db.create_all()
@@ -244,6 +249,8 @@ def create_app(
             stop_counting()
             await db.close()
             dbfile.stopped()
+            if metrics_port is not None:
+                await metrics_port.stop()
             if tracing is not None:
                 await tracing.shutdown()  # last: closing the database makes spans too
 

@@ -95,6 +95,7 @@ def serve(
     from .connections import ConnectionLimits, open_files_cap, protocol_class
     from .datadir import DataDirLock
     from .dbfile import DatabaseFile
+    from .metrics import MetricsPort
     from .tracing import start as start_tracing
 
     level = logging.DEBUG if debug else logging.INFO
@@ -102,7 +103,25 @@ def serve(
     DataDirLock(settings.data_dir).acquire(settings.lock_wait)  # held until the process exits
     dbfile = DatabaseFile.of(settings)
     dbfile.check_before_open()
-    app = create_app(loaded, settings, dbfile=dbfile, tracing=start_tracing(loaded.name, loaded.version))
+    http = protocol_class(
+        ConnectionLimits(
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            header_timeout=settings.header_timeout,
+            max_connections=open_files_cap(settings.max_connections),
+        )
+    )
+    metrics_port = None
+    if settings.metrics_port is not None:
+        # Bound here, before anything opens: a port in use is exit 2, not a half-started runner.
+        metrics_port = MetricsPort(settings.metrics_host or settings.host, settings.metrics_port, http)
+    app = create_app(
+        loaded,
+        settings,
+        dbfile=dbfile,
+        tracing=start_tracing(loaded.name, loaded.version),
+        metrics_port=metrics_port,
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             serving(app),
@@ -115,14 +134,7 @@ def serve(
             access_log=False,
             # Under Swarm's default 10 s stop grace period, leaving time to checkpoint the WAL.
             timeout_graceful_shutdown=8,
-            http=protocol_class(
-                ConnectionLimits(
-                    max_header_bytes=settings.max_header_bytes,
-                    max_headers=settings.max_headers,
-                    header_timeout=settings.header_timeout,
-                    max_connections=open_files_cap(settings.max_connections),
-                )
-            ),
+            http=http,
             timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
         )
     )

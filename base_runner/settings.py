@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -50,6 +50,10 @@ class RunnerSettings(BaseSettings):
     database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    #: A second port answering ``GET /metrics`` with no token, for a scraper on the node; ``None``: none.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    #: The address the metrics port binds; ``None``: the same as ``host``.
+    metrics_host: str | None = None
     #: The master's bearer token; when unset, read from ``shared_token_file``.
     shared_token: SecretStr | None = None
     #: Read again on every request, so the master may rotate it.
@@ -109,6 +113,19 @@ class RunnerSettings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL with a host, for example http://master:8080")
         if parts.query or parts.fragment:
             raise ValueError("must not have a query or a fragment")
+        return value
+
+    @field_validator("metrics_port", "metrics_host", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # CHALLENGE_METRICS_PORT= in a compose file or a service spec turns the port off rather than failing.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _apart_from_port(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value == info.data.get("port"):
+            raise ValueError(f"must differ from CHALLENGE_PORT ({value}), which serves the app and needs the token")
         return value
 
     @field_validator("synchronous", mode="before")
