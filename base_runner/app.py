@@ -92,9 +92,11 @@ class RunnerApp(FastAPI):
         # Outside everything, the fast routes included: every answer carries the correlation id,
         # and no request skips its limits. The weights and metrics endpoints check the
         # master's token themselves (the metrics without a slug).
-        self._entry = CorrelationMiddleware(
+        # Its observer (the request metrics and access line) sees refusals too.
+        self.correlation = CorrelationMiddleware(
             RequestLimits(self._dispatch, limits, master_auth, skip_auth=frozenset([*fast_routes, metrics.PATH]))
         )
+        self._entry: ASGIApp = self.correlation
 
     def observe(self, wrap: Callable[[ASGIApp], ASGIApp]) -> None:
         """Put ``wrap(entry)`` in front of every request, outside the limits, so that refusals count too."""
@@ -271,7 +273,7 @@ def create_app(
     app.state.metrics = measured
     # Cached weights answers log at debug level unless CHALLENGE_ACCESS_LOG asks (their cost: docs/operating.md).
     quiet = () if settings.access_log else app.fast_routes
-    app.observe(lambda entry: Observed(entry, measured, app.fast_routes, quiet_paths=quiet))
+    app.correlation.observer = Observed(measured, app.fast_routes, quiet_paths=quiet)
     if tracing is not None:
         app.observe(lambda entry: tracing.wrap(entry, app.fast_routes))  # outermost: the span times all of it
     app.state.challenge = loaded
