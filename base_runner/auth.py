@@ -14,13 +14,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from pydantic import SecretStr
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from .logs import never_log
 
@@ -29,6 +31,8 @@ from .weights import MAX_HOTKEY_LENGTH
 from .wire import ApiError
 
 if TYPE_CHECKING:
+    from fastapi.dependencies.models import Dependant
+
     from .config import ChallengeSettings
 
 SLUG_HEADERS = ("x-base-challenge-slug", "x-platform-challenge-slug")
@@ -159,14 +163,52 @@ class OwnerAuth:
         return token
 
     async def __call__(self, request: Request) -> None:
+        self.check(request.headers)
+
+    def check(self, headers: Mapping[str, str]) -> None:
+        """Raise :class:`AuthFailure` unless ``headers`` carry the owner's token."""
         expected = self._expected()
-        given = bearer_token(request.headers) or request.headers.get(OWNER_HEADER, "").strip()
+        given = bearer_token(headers) or headers.get(OWNER_HEADER, "").strip()
         if not given:
             raise AuthFailure(
                 401, "missing_owner_token", "send Authorization: Bearer <owner token> or X-Owner-Token: <owner token>"
             )
         if not same_token(given, expected):
             raise AuthFailure(401, "invalid_owner_token", "the owner token is not this challenge's owner token")
+
+
+def _owner_auths(dependant: Dependant, overrides: Mapping[Any, Any]) -> Iterator[OwnerAuth]:
+    for dependency in dependant.dependencies:
+        if dependency.call in overrides:
+            continue  # replaced, with everything below it, as FastAPI does
+        if isinstance(dependency.call, OwnerAuth):
+            yield dependency.call
+        yield from _owner_auths(dependency, overrides)
+
+
+def check_owner_first(scope: Scope) -> None:
+    """Raise :class:`AuthFailure` unless the request carries the owner token its route depends on.
+
+    For the moment before a route reads the body: FastAPI reads and
+    validates the body before it runs any dependency, so :class:`OwnerAuth`
+    alone would refuse a stranger only after reading (up to the body cap)
+    and parsing what it sent. The route is the one the router matched
+    (``scope["route"]``); every :class:`OwnerAuth` in its dependency tree,
+    from the route, its router, an ``include_router`` or a sub-dependency,
+    is checked, except one
+    the app's ``dependency_overrides`` replace. A request that reached no
+    route, or a route without one, passes.
+    """
+    # FastAPI 0.16x matches a route of an included router through a context of its own, which
+    # holds the dependencies given to include_router; older versions copy the route with them.
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    dependant = getattr(context, "dependant", None) or getattr(scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    overrides = getattr(scope.get("app"), "dependency_overrides", {})
+    headers = Headers(scope=scope)
+    for owner in dict.fromkeys(_owner_auths(dependant, overrides)):
+        owner.check(headers)
 
 
 @dataclass(frozen=True)

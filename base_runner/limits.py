@@ -3,8 +3,10 @@
 The connection-level limits (header size, count and time, open connections)
 live in :mod:`base_runner.connections`, in the HTTP protocol; this ASGI layer
 holds the ones that need the parsed request: the body's size and time,
-duplicated credentials, and the master's token on ``/internal/v1/`` paths,
-checked before a byte of the body is read.
+duplicated credentials, the master's token on ``/internal/v1/`` paths,
+checked before a byte of the body is read, and the owner's token on the
+routes that depend on :class:`~base_runner.OwnerAuth`, checked before their
+body is read (:func:`~base_runner.auth.check_owner_first`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .auth import AuthFailure, MasterAuth
+from .auth import AuthFailure, MasterAuth, check_owner_first
 from .wire import error_body
 
 #: Paths only the master may call; their bodies are read only once its token is checked.
@@ -137,7 +139,7 @@ class RequestLimits:
             answered = message["type"] == "http.response.body" and not message.get("more_body", False)
 
         try:
-            await self._app(scope, self._bounded(receive), tracking_send)
+            await self._app(scope, self._bounded(scope, receive), tracking_send)
         except RequestRefused as refused:
             # Raised from a read outside FastAPI's handlers (an endpoint of the runner's own).
             if started:
@@ -161,16 +163,26 @@ class RequestLimits:
         if path.startswith(AUTHENTICATED_PREFIX) and path not in self._skip_auth:
             self._auth.check(Headers(raw=headers))
 
-    def _bounded(self, receive: Receive) -> Receive:
-        """``receive``, raising :class:`RequestRefused` once the body runs past its size or time."""
+    def _bounded(self, scope: Scope, receive: Receive) -> Receive:
+        """``receive``, raising :class:`RequestRefused` once the body runs past its size or time.
+
+        Its first call, made once the router matched a route, refuses a
+        caller without the owner token that route depends on.
+        """
         limits = self._limits
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limits.timeout
         received = 0
-        complete = False
+        started = complete = False
 
         async def bounded_receive() -> Message:
-            nonlocal received, complete
+            nonlocal received, started, complete
+            if not started:
+                started = True
+                try:
+                    check_owner_first(scope)
+                except AuthFailure as failure:
+                    raise RequestRefused(failure.status_code, failure.code, failure.detail) from None
             if complete:
                 # After the body, a read waits for the client to go away, as long as a response streams.
                 return await receive()

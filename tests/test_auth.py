@@ -157,6 +157,18 @@ class TestOwnerAuth:
         assert ErrorResponse.model_validate(response.json()).code == error
         assert owner_token not in response.text
 
+    async def test_a_router_guarded_where_it_is_included_refuses_before_the_body(
+        self, challenge_client: httpx.AsyncClient, owner_token: str
+    ) -> None:
+        bad_json = {"Content-Type": "application/json", "X-Owner-Token": "wrong"}
+        refused = await challenge_client.post("/owner/notes", headers=bad_json, content=b"{not json")
+        assert (refused.status_code, refused.json()["code"]) == (401, "invalid_owner_token")
+        owner = {"X-Owner-Token": owner_token}
+        invalid = await challenge_client.post("/owner/notes", headers={**bad_json, **owner}, content=b"{not json")
+        assert invalid.status_code == 422
+        accepted = await challenge_client.post("/owner/notes", headers=owner, json={"text": "hi"})
+        assert (accepted.status_code, accepted.json()) == (200, {"text": "hi"})
+
     @pytest.mark.parametrize(
         "headers",
         [

@@ -8,6 +8,8 @@ worker and the bridge route.
 from __future__ import annotations
 
 import hashlib
+import json
+import socket
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +19,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 from wire_schemas import HealthResponse, without_id
 
@@ -155,6 +158,22 @@ async def test_owner_token_required(challenge_client: httpx.AsyncClient, headers
     )
     assert response.status_code == 401
     assert (await challenge_client.get("/leaderboard")).json() == []
+
+
+async def test_an_overridden_owner_auth_lets_the_body_through(
+    challenge_app: FastAPI, challenge_client: httpx.AsyncClient
+) -> None:
+    from bounty_challenge.routes import admin
+
+    (owner,) = [dependency.dependency for dependency in admin.dependencies]
+    # As a challenge's own tests replace it; the check before the body honours the override too.
+    challenge_app.dependency_overrides[owner] = lambda: None
+    project = {"project_id": "cli-ui", "title": "T", "description": "D"}
+    assert (await challenge_client.post("/admin/projects", json=project)).status_code == 200
+    assert (await challenge_client.post("/admin/emissions", json={"emissions": 1})).status_code == 422
+    del challenge_app.dependency_overrides[owner]
+    refused = await challenge_client.post("/admin/projects", json=project)
+    assert (refused.status_code, refused.json()["code"]) == (401, "missing_owner_token")
 
 
 async def test_project_deadline_blocks_late_submission(challenge_client: httpx.AsyncClient) -> None:
@@ -393,6 +412,74 @@ def test_bounty_served_by_the_runner(sites: dict[str, Path], tmp_path: Path, ser
             time.sleep(0.1)
     assert served.stop() == 0
     assert "owner-secret" not in served.output() and "master-token" not in served.output()
+
+
+def raw_request(url: str, head: str, body: bytes = b"", timeout: float = 20) -> tuple[int, dict]:
+    """Send ``head`` (lines ending in ``\\n``) and ``body`` as they are, on a connection of their own.
+
+    For requests httpx will not send: a Content-Length whose body never comes.
+    :returns: the status and the JSON body of the answer.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+
+        def more() -> bytes:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection before its whole answer"
+            return chunk
+
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += more()
+        lines, _, content = answer.partition(b"\r\n\r\n")
+        status_line, *header_lines = lines.decode().split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in header_lines)
+        while len(content) < int(headers["content-length"]):
+            content += more()
+    return int(status_line.split()[1]), json.loads(content)
+
+
+def test_a_wrong_owner_token_is_refused_before_the_body_is_read(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    served = server(
+        ["--challenge", "bounty", "--data-dir", str(tmp_path)],
+        [sites["bounty"]],
+        CHALLENGE_OWNER_TOKEN="owner-secret",
+        # A body the server waits for answers 408 after this; the socket waits longer.
+        CHALLENGE_BODY_TIMEOUT="4",
+    )
+    declared = 1024 * 1024  # the whole body cap, announced and never sent
+    for token, code in (("X-Owner-Token: wrong\n", "invalid_owner_token"), ("", "missing_owner_token")):
+        head = (
+            f"POST /admin/projects HTTP/1.1\nHost: bounty\n{token}Content-Type: application/json\n"
+            f"Content-Length: {declared}\n"
+        )
+        status, body = raw_request(served.url, head)
+        assert (status, body["code"]) == (401, code), body
+    # Not validated either: an invalid body with a wrong token is a 401, not a 422.
+    with served.client() as client:
+        invalid = client.post("/admin/emissions", headers={"X-Owner-Token": "wrong"}, json={"emissions": "nope"})
+        assert (invalid.status_code, invalid.json()["code"]) == (401, "invalid_owner_token")
+        assert invalid.headers["connection"] == "close"
+        refused = client.post("/admin/emissions", headers={"X-Owner-Token": "owner-secret"}, json={"emissions": 1})
+        assert refused.status_code == 422
+        project = {"project_id": "cli-ui", "title": "T", "description": "D"}
+        created = client.post("/admin/projects", headers={"X-Owner-Token": "owner-secret"}, json=project)
+        assert created.status_code == 200, created.text
+        # The routes that take no owner token still read their bodies as before.
+        submission = client.post("/submissions", json={**WORK, "github_url": "https://example.com/x"})
+        assert submission.status_code == 422
+    # The right token, with its body sent in full: the body is read and the write done.
+    second = json.dumps({**project, "project_id": "second"}).encode()
+    status, body = raw_request(
+        served.url,
+        "POST /admin/projects HTTP/1.1\nHost: bounty\nX-Owner-Token: owner-secret\n"
+        f"Content-Type: application/json\nContent-Length: {len(second)}\n",
+        second,
+    )
+    assert (status, body["project_id"]) == (200, "second"), body
+    assert served.stop() == 0
+    assert "owner-secret" not in served.output()
 
 
 def test_dead_worker_stops_the_bounty_process(sites: dict[str, Path], tmp_path: Path, server) -> None:

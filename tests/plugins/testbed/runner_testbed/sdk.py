@@ -5,6 +5,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from pydantic import BaseModel
 
 from base_runner import ChallengeSettings, OwnerAuth, Secret, VerifiedHotkey, hookimpl, verified_hotkey
 
@@ -24,6 +25,22 @@ router = APIRouter()
 @router.get("/owner/ping", dependencies=[Depends(OwnerAuth(settings))])
 async def owner_ping() -> dict[str, bool]:
     return {"owner": True}
+
+
+class Note(BaseModel):
+    text: str
+
+
+notes = APIRouter()
+
+
+@notes.post("/notes")
+async def add_note(note: Note) -> dict[str, str]:
+    return {"text": note.text}
+
+
+# Guarded where it is included, not on its routes: the owner check must still come before the body.
+router.include_router(notes, prefix="/owner", dependencies=[Depends(OwnerAuth(settings))])
 
 
 @router.get("/settings")
