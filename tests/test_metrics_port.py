@@ -69,6 +69,21 @@ def test_metrics_port_answers_without_the_token_and_closes_at_sigterm(
     assert f"metrics on {metrics_url}/metrics, without a token: publish this port to the node only" in logged
 
 
+def test_metrics_host_is_where_the_port_binds(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    # Any 127/8 address is the loopback on Linux: the app on .1, the metrics port on .2 only.
+    port = free_port()
+    served = server(
+        ["--data-dir", str(tmp_path)],
+        [sites["example"]],
+        CHALLENGE_METRICS_PORT=str(port),
+        CHALLENGE_METRICS_HOST="127.0.0.2",
+    )
+    assert httpx.get(f"http://127.0.0.2:{port}/metrics", timeout=10).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    assert served.stop() == 0
+
+
 def errors_of(stderr: str) -> list[str]:
     """stderr's lines that are not JSON log lines."""
     return [line for line in stderr.splitlines() if not line.startswith("{")]
