@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -169,6 +171,50 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: One line of a runner's log: its JSON object, or the line itself when it is not one.
+LogRecord = dict[str, Any] | str
+#: The levels of a record that says something went wrong (``JsonFormatter`` writes ``levelname``).
+ALARM_LEVELS = frozenset({"ERROR", "CRITICAL"})
+
+
+def log_records(text: str) -> list[LogRecord]:
+    """Each line of ``text`` (a runner's stderr, JSON off a terminal) parsed.
+
+    A line that is not a JSON object stays a string: a raw traceback printed
+    outside the logging setup, or the CLI's one-line error, is still seen.
+    """
+    records: list[LogRecord] = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        records.append(record if isinstance(record, dict) else line)
+    return records
+
+
+def logged(records: list[LogRecord], text: str, level: str | None = None) -> list[dict[str, Any]]:
+    """The records whose message contains ``text``, only those at ``level`` when it is given."""
+    return [
+        r for r in records if isinstance(r, dict) and text in r["message"] and (level is None or r["level"] == level)
+    ]
+
+
+def tracebacks(records: list[LogRecord]) -> list[LogRecord]:
+    """Every traceback: a record's ``exception`` or one in its message, or a raw one outside the log."""
+    return [
+        r
+        for r in records
+        if (isinstance(r, str) and "Traceback" in r)
+        or (isinstance(r, dict) and ("exception" in r or "Traceback (most recent call last)" in r["message"]))
+    ]
+
+
+def alarms(records: list[LogRecord]) -> list[LogRecord]:
+    """What says something went wrong: a record at ERROR or above or with a traceback, a line that is not JSON."""
+    return [r for r in records if isinstance(r, str) or r["level"] in ALARM_LEVELS or "exception" in r]
+
+
 @dataclass
 class Served:
     """A running ``base-runner serve`` process."""
@@ -182,6 +228,10 @@ class Served:
 
     def output(self) -> str:
         return self.log.read_text()
+
+    def records(self) -> list[LogRecord]:
+        """Its log so far, line by line, as :func:`log_records` parses it."""
+        return log_records(self.output())
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:

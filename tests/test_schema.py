@@ -7,7 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import logged, run_cli
 from wire_schemas import ErrorResponse, HealthResponse
 
 
@@ -82,8 +82,10 @@ def test_ready_is_503_until_the_drift_is_fixed(sites: dict[str, Path], tmp_path:
         assert client.get("/ready").status_code == 200
         assert client.get("/submissions/5Old").json() == [0]
     assert served.stop() == 0
-    assert "schema drift: table submissions: column score (INTEGER) is missing" in served.output()
-    assert "check schema fails: table submissions: column score (INTEGER) is missing; fix: ALTER" in served.output()
+    records = served.records()
+    # A missing column blocks writes: an error, not a note.
+    assert logged(records, "schema drift: table submissions: column score (INTEGER) is missing", "ERROR"), records
+    assert logged(records, "check schema fails: table submissions: column score (INTEGER) is missing; fix: ALTER")
 
 
 def test_db_inspect_is_read_only(sites: dict[str, Path], tmp_path: Path) -> None:

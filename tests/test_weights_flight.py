@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import logged
 from wire_schemas import reasons_of
 
 
@@ -83,7 +84,6 @@ def test_a_get_weights_that_blocks_the_loop_is_logged_with_its_stack_and_on_read
     (reason,) = [r for r in reasons if "event loop" in r]
     assert reason.startswith("the event loop was blocked for ")
     assert "in get_weights (" in reason and "faults.py" in reason
-    output = served.output()
-    assert "the event loop has been blocked for " in output
-    assert "time.sleep(seconds)" in output  # the loop thread's stack, down to the blocking line
+    (stall,) = logged(served.records(), "the event loop has been blocked for ", "ERROR")
+    assert "time.sleep(seconds)" in stall["message"]  # the loop thread's stack, down to the blocking line
     assert served.stop() == 0
