@@ -86,7 +86,7 @@ def start(
     :param log_level: the lowest level logged (commands whose output is a report log only warnings).
     :param options: settings from the command line; ``None`` leaves the environment's.
     """
-    from . import logs
+    from . import logs, tracing
     from .app import bind
     from .plugins import load, select
     from .settings import database_url, load_settings, prepare_data_dir, scrub_environment
@@ -94,6 +94,7 @@ def start(
     settings = load_settings(**options)
     logs.setup(settings.log_format, log_level)
     quiet_drivers()
+    tracing.withhold_credentials()
     scrub_environment()
     settings.data_dir = prepare_data_dir(settings.data_dir)
     database_url(settings)  # refuse a bad URL before any challenge code runs

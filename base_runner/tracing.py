@@ -36,6 +36,23 @@ SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-owner-tok
 #: The span around each ``get_weights`` computation; its outcome is the ``weights`` part's state.
 WEIGHTS_SPAN = "get_weights"
 OUTCOME_ATTRIBUTE = "base_runner.get_weights.outcome"
+#: The collector's credentials, as the OTLP exporter reads them: the first one set wins.
+HEADER_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+
+# What withhold_credentials took out of the environment, for start's exporter alone.
+_withheld: dict[str, str] = {}
+
+
+def withhold_credentials() -> None:
+    """Take the collector's headers out of the environment, before any challenge code runs.
+
+    They often carry an API key of the operator's tracing backend: a
+    control-plane credential, which challenge code must not read from
+    ``os.environ``. :func:`start` hands them to the exporter itself.
+    """
+    for name in HEADER_VARIABLES:
+        if name in os.environ:
+            _withheld[name] = os.environ.pop(name)
 
 
 def start(slug: str, version: str) -> Tracing | None:
@@ -69,11 +86,19 @@ def start(slug: str, version: str) -> Tracing | None:
         defaults[SERVICE_VERSION] = version
     resource = detected.merge(Resource(defaults))
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(headers=_exporter_headers())))
     # Global, so that a challenge's own trace.get_tracer(...) spans join the request's trace.
     trace.set_tracer_provider(provider)
     log.info("tracing to %s as %s", variable, resource.attributes[SERVICE_NAME])
     return Tracing(provider)
+
+
+def _exporter_headers() -> dict[str, str] | None:
+    """The withheld headers as the exporter would have parsed them; ``None`` leaves it to read the environment."""
+    from opentelemetry.util.re import parse_env_headers
+
+    given = next((_withheld[name] for name in HEADER_VARIABLES if name in _withheld), None)
+    return None if given is None else parse_env_headers(given, liberal=True)
 
 
 class Tracing:

@@ -35,7 +35,8 @@ class Receiver:
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
-        bodies = self.bodies
+        self.headers: list[dict[str, str]] = []
+        bodies, headers = self.bodies, self.headers
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
@@ -44,6 +45,7 @@ class Receiver:
                     self.send_error(404)
                     return
                 bodies.append(body)
+                headers.append({name.lower(): value for name, value in self.headers.items()})
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
@@ -187,6 +189,24 @@ def test_serve_exports_request_weights_and_sql_spans_flushed_at_sigterm(
     assert all(SERVE_TOKEN.encode() not in body for body in receiver.bodies)
     # What the untraced test looks for, found when it is there.
     assert "opentelemetry.sdk.trace" in imported_opentelemetry(served.output())
+
+
+def test_the_collector_headers_reach_the_collector_and_not_the_challenge(
+    sites: dict[str, Path], tmp_path: Path, server, receiver: Receiver
+) -> None:
+    key = "collector-key-4f1c9a"
+    served = server(
+        ["--challenge", "envspy", "--data-dir", str(tmp_path)],
+        [sites["testbed"]],
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_EXPORTER_OTLP_HEADERS=f"x-collector-key={key}",
+    )
+    with served.client() as client:
+        # envspy reports which watched variables its module saw at import and sees while serving.
+        assert client.get("/env").json() == {"at_import": [], "at_request": []}
+    assert served.stop(signal.SIGTERM) == 0, served.output()
+    assert receiver.headers and all(sent.get("x-collector-key") == key for sent in receiver.headers)
+    assert key not in served.output()
 
 
 def test_serve_without_an_endpoint_imports_no_more_opentelemetry_than_fastapi(

@@ -6,7 +6,15 @@ from fastapi import APIRouter
 
 from base_runner import hookimpl
 
-WATCHED = ("BASE_DATABASE_URL", "PLATFORM_DATABASE_URL", "PGPASSWORD", "MASTER_DSN", "CHALLENGE_SHARED_TOKEN")
+WATCHED = (
+    "BASE_DATABASE_URL",
+    "PLATFORM_DATABASE_URL",
+    "PGPASSWORD",
+    "MASTER_DSN",
+    "CHALLENGE_SHARED_TOKEN",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+)
 SEEN_AT_IMPORT = sorted(name for name in WATCHED if name in os.environ)
 
 router = APIRouter()
