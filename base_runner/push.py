@@ -143,6 +143,8 @@ class Pusher:
         self._failures = 0
         self._hold_until = 0.0
         self._warned: dict[str, int] = {}
+        #: What the ledger's last failure said, until a step works again.
+        self._ledger_fault: str | None = None
         self.last: Attempt | None = None
 
     def target_epoch(self, now: float) -> int:
@@ -168,7 +170,14 @@ class Pusher:
             attempt = await self._step(force)
         except (sqlite3.Error, OSError) as exc:
             attempt = Attempt("error", detail=f"the push ledger {self.store.path} failed: {describe(exc)}")
-            log.error("challenge %s: %s; nothing is sent until it works", self.slug, attempt.detail)
+            # Once per fault, not at every look: a full volume lasts until someone frees it.
+            if attempt.detail != self._ledger_fault:
+                self._ledger_fault = attempt.detail
+                log.error("challenge %s: %s; nothing is sent until it works", self.slug, attempt.detail)
+        else:
+            if self._ledger_fault is not None:
+                self._ledger_fault = None
+                log.info("challenge %s: the push ledger %s works again", self.slug, self.store.path)
         self.last = attempt
         if self._on_step is not None:
             self._on_step(attempt)

@@ -230,7 +230,10 @@ class PushStore:
             )
             self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            # SQLite has already rolled back after some faults, a full disk among them: a ROLLBACK
+            # then fails, and its error would stand in for the one that says what happened.
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
         stored = self.latest(epoch)
         assert stored is not None and stored.nonce == nonce

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import logged, run_cli
+from loopfs import loop_fs
 from master_double import MasterDouble
 
 TOKEN = "serve-push-token"
@@ -90,10 +91,11 @@ def test_serve_pushes_what_it_serves_and_a_new_revision_when_it_changes(
         assert client.post("/submissions", json={"hotkey": BOB, "score": 5}).status_code == 201
         second = eventually(lambda: [s for s in master.snapshots.values() if s.revision == 2], "revision 2")[0]
         assert second.weights == {ALICE: 3.0, BOB: 5.0}
+        # The master stores a snapshot before it answers: the runner records the answer a moment later.
+        pusher = eventually(lambda: (state := acknowledged(client)) and state["revision"] == 2 and state, "ack 2")
         ready = client.get("/ready")
         assert ready.status_code == 200
         assert {"name": "pusher", "status": "ok", "required": False} in ready.json()["checks"]
-        pusher = pusher_state(client)
         assert pusher["status"] == "ok" and pusher["required"] is False
         assert (pusher["revision"], pusher["snapshot_id"]) == (2, second.snapshot_id)
     assert served.stop(signal.SIGTERM) == 0
@@ -186,3 +188,47 @@ def test_a_bad_master_url_is_one_line(sites: dict[str, Path], runner_env: dict[s
     result = run_cli("push", "once", sites=[sites["example"]], **runner_env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("base-runner: error: CHALLENGE_MASTER_BASE_URL:")
+
+
+def test_a_full_data_volume_stops_the_ledger_not_the_process_and_the_push_resumes(
+    sites: dict[str, Path], server, master: MasterDouble, runner_env: dict[str, str], tmp_path: Path
+) -> None:
+    with loop_fs(tmp_path, 24) as fs:
+        runner_env.update(
+            CHALLENGE_DATA_DIR=str(fs.mount),
+            # An epoch every 2 s: each one needs a new row in the ledger, weights unchanged or not.
+            CHALLENGE_EPOCH_SECONDS="2",
+            CHALLENGE_MIN_FREE_MB="2",
+            CHALLENGE_DISK_CHECK_INTERVAL="0.3",
+        )
+        served = server([], [sites["example"]], **runner_env)
+        ledger = fs.mount / ".base-runner" / "push.sqlite3"
+        with served.client() as client:
+            assert client.post("/submissions", json={"hotkey": ALICE, "score": 3}).status_code == 201
+            before = eventually(lambda: acknowledged(client), "the first acknowledgement")
+            fs.fill()
+            full = eventually(lambda: failing(client, str(ledger)), "the pusher to report the full ledger")
+            assert full["status"] == "degraded"
+            assert full["error"].endswith("OperationalError: database or disk is full"), full["error"]
+            pushed = len(master.received)
+            # Recorded before the volume filled: still there, and shown, while it is full.
+            status = run_cli("push", "status", "--json", sites=[sites["example"]], **runner_env)
+            assert status.returncode == 0, status.stderr
+            shown = json.loads(status.stdout)
+            assert shown["epoch"] >= before["epoch"] and shown["snapshot_id"] is not None
+            metrics = client.get("/internal/v1/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+            assert 'base_runner_push_steps_total{outcome="error",status="none"}' in metrics
+            time.sleep(2.5)  # a whole epoch on a full volume: the process lives, nothing half-stored is sent
+            assert served.proc.poll() is None
+            assert len(master.received) == pushed
+            (fs.mount / "filler").unlink()
+            after = eventually(
+                lambda: (state := acknowledged(client)) and state["epoch"] > full["epoch"] and state, "a push after"
+            )
+            assert after["status"] == "ok" and after["pending"] is None
+        assert served.stop(signal.SIGTERM) == 0
+    failed = f"challenge example: {full['error']}; nothing is sent until it works"
+    (failure,) = logged(served.records(), failed, "ERROR")  # once, for a fault that lasted a dozen looks
+    (recovery,) = logged(served.records(), f"challenge example: the push ledger {ledger} works again", "INFO")
+    assert failure["time"] < recovery["time"]
+    assert TOKEN not in served.output()
