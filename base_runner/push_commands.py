@@ -36,6 +36,7 @@ def status(challenge: str | None, data_dir: Path | None, as_json: bool, limit: i
     """The last acknowledged epoch, revision and snapshot, what is pending, and the last requests."""
     import time
 
+    from .dbfile import DatabaseFile
     from .plugins import select
     from .push import ledger, shown_url
     from .push_protocol import epoch_of
@@ -52,6 +53,13 @@ def status(challenge: str | None, data_dir: Path | None, as_json: bool, limit: i
         "current_epoch": epoch_of(time.time(), settings.epoch_seconds),
         "ledger": str(path),
     }
+    if path.parent.exists():
+        # What a serving pusher cannot record while it lasts: its volume full or read-only. Checked
+        # as the challenge's database is, with the same CHALLENGE_MIN_FREE_MB.
+        minimum = DatabaseFile.of(settings).min_free
+        report["ledger_problem"] = DatabaseFile(path, settings.data_dir, minimum).space_problem()
+    else:
+        report["ledger_problem"] = None
     if path.exists():
         store = PushStore(path, slug)
         try:
@@ -68,6 +76,8 @@ def status(challenge: str | None, data_dir: Path | None, as_json: bool, limit: i
     if not settings.master_base_url:
         click.echo("  (set CHALLENGE_MASTER_BASE_URL to push to a 3.1 master)")
     click.echo(f"epoch: {report['current_epoch']} now, {settings.epoch_seconds} s each")
+    if report["ledger_problem"]:
+        click.echo(f"ledger: {report['ledger_problem']}; new pushes cannot be stored")
     if report["epoch"] is None:
         click.echo("last acknowledged: none")
     else:

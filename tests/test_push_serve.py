@@ -106,6 +106,7 @@ def test_serve_pushes_what_it_serves_and_a_new_revision_when_it_changes(
     assert status.returncode == 0, status.stderr
     shown = json.loads(status.stdout)
     assert (shown["revision"], shown["snapshot_id"], shown["pending"]) == (2, second.snapshot_id, None)
+    assert shown["ledger_problem"] is None
     again = run_cli("push", "once", sites=[sites["example"]], **runner_env)
     assert again.returncode == 0, again.stderr
     ack = json.loads(again.stdout)
@@ -216,6 +217,9 @@ def test_a_full_data_volume_stops_the_ledger_not_the_process_and_the_push_resume
             assert status.returncode == 0, status.stderr
             shown = json.loads(status.stdout)
             assert shown["epoch"] >= before["epoch"] and shown["snapshot_id"] is not None
+            assert shown["ledger_problem"].startswith(f"the volume {fs.mount} has 0.0 MB free"), shown
+            text = run_cli("push", "status", sites=[sites["example"]], **runner_env)
+            assert f"ledger: the volume {fs.mount} has 0.0 MB free" in text.stdout, text.stdout
             metrics = client.get("/internal/v1/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
             assert 'base_runner_push_steps_total{outcome="error",status="none"}' in metrics
             time.sleep(2.5)  # a whole epoch on a full volume: the process lives, nothing half-stored is sent
