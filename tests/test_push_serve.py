@@ -201,6 +201,9 @@ def test_a_full_data_volume_stops_the_ledger_not_the_process_and_the_push_resume
             CHALLENGE_EPOCH_SECONDS="2",
             CHALLENGE_MIN_FREE_MB="2",
             CHALLENGE_DISK_CHECK_INTERVAL="0.3",
+            # The database counts a write before SQLite commits it: a computation in between caches
+            # the weights without it until the TTL, 60 s by default, longer than this test waits.
+            CHALLENGE_WEIGHTS_TTL="1",
         )
         served = server([], [sites["example"]], **runner_env)
         ledger = fs.mount / ".base-runner" / "push.sqlite3"
