@@ -41,15 +41,15 @@ BASE_RUNNER = str(Path(sys.executable).with_name("base-runner"))
 _OUTSIDE = ("CHALLENGE_", "BASE_", "PLATFORM_", "PYTHONPATH")
 
 
-#: Set to 1 to skip the image tests (tests/test_image.py): they need root, podman and debootstrap,
-#: and leave a cached base behind (README.md, "Install and run the tests").
+#: Set to 1 to skip the image test (tests/test_image.py): it needs root, docker.io and debootstrap,
+#: and leaves a cached Debian base behind (README.md, "Install and run the tests").
 SKIP_IMAGE_TESTS = "BASE_RUNNER_SKIP_IMAGE_TESTS"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if os.environ.get(SKIP_IMAGE_TESTS, "") not in ("", "0"):
         # A skipif, placed first: pytest weighs every skipif before any skip, and the image
-        # module's own skipif (no podman) would otherwise give its reason instead.
+        # module's own skipif (no docker.io) would otherwise give its reason instead.
         skip = pytest.mark.skipif(True, reason=f"{SKIP_IMAGE_TESTS} is set")
         for item in items:
             if item.path.name == "test_image.py":
