@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import AuthFailure, MasterAuth, check_owner_first
+from .correlation import HEADER as CORRELATION_HEADER
+from .correlation import correlation_id
 from .wire import error_body
 
 #: Paths only the master may call; their bodies are read only once its token is checked.
@@ -58,12 +60,16 @@ class RequestRefused(HTTPException):
 
     def response_parts(self) -> tuple[list[tuple[bytes, bytes]], bytes]:
         """Headers and body of the answer; the connection is closed, as the rest of the body is not read."""
-        body = json.dumps(error_body(self.error, self.detail)).encode()
+        envelope = error_body(self.error, self.detail)
+        body = json.dumps(envelope).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
         ]
+        if correlation_id.get() is None:
+            # Refused by the connection layer, below the correlation middleware: nothing else echoes the body's id.
+            headers.append((CORRELATION_HEADER, envelope["correlation_id"].encode()))
         return headers, body
 
     async def answer(self, send: Send) -> None:
