@@ -20,10 +20,10 @@ ERROR_SCHEMA: dict[str, Any] = {
     "required": ["code", "detail", "correlation_id"],
     "properties": {
         "code": {"type": "string", "pattern": "^[a-z0-9_]+$"},
-        "detail": {"type": "string", "maxLength": 512},
-        "correlation_id": {"type": "string", "maxLength": 128},
-        "expected": {"type": "string"},
-        "actual": {"type": "string"},
+        "detail": {"type": "string", "minLength": 1, "maxLength": 512},
+        "correlation_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "expected": {"type": "string", "maxLength": 512},
+        "actual": {"type": "string", "maxLength": 512},
     },
 }
 

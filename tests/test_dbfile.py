@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from conftest import logged, run_cli, tracebacks
 from loopfs import loop_fs
-from wire_schemas import reasons_of
+from wire_schemas import ErrorResponse, reasons_of
 
 FAULTS = ["--challenge", "faults"]
 
@@ -83,7 +83,8 @@ def test_disk_full_is_507_with_the_reason_and_a_restart_exits_2(sites: dict[str,
             assert refused, "every write fitted on a full disk"
             assert {r.status_code for r in refused} <= {503, 507}, [r.text for r in refused]
             full = [r for r in refused if r.status_code == 507]
-            assert full and full[0].json()["code"] == "disk_full"
+            assert full and ErrorResponse.model_validate(full[0].json()).code == "disk_full"
+            assert full[0].json()["correlation_id"] == full[0].headers["x-request-id"]
             assert f"the volume {fs.mount} is full" in full[0].json()["detail"]
             ready = client.get("/ready")
             assert ready.status_code == 503

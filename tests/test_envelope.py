@@ -195,4 +195,9 @@ def test_the_openapi_error_schema_is_the_envelope(sites: dict[str, Path], tmp_pa
     fields = ErrorResponse.model_fields
     assert set(schema["properties"]) == set(fields)
     assert set(schema["required"]) == {name for name, field in fields.items() if field.is_required()}
+    # What the envelope model bounds, the document bounds the same.
+    for name in ("detail", "correlation_id"):
+        limits = {type(m).__name__: m for m in fields[name].metadata}
+        assert schema["properties"][name]["minLength"] == limits["MinLen"].min_length, name
+        assert schema["properties"][name]["maxLength"] == limits["MaxLen"].max_length, name
     assert served.stop() == 0
