@@ -293,9 +293,18 @@ def _setup_writer(engine: AsyncEngine, database: Database, synchronous: str) -> 
         database.writer_holder = None
 
     @event.listens_for(engine.sync_engine, "connect")
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
         # Take transaction control from the driver, so that "begin" below decides.
         dbapi_connection.isolation_level = None
+
+        # Bumped once the commit is done, not at SQLAlchemy's "commit" event,
+        # which comes before it: a weights computation that read the database
+        # in between would otherwise be cached as current after the write.
+        def on_committed() -> None:
+            if record.info.pop("changed", False):
+                database.generation += 1
+
+        dbapi_connection.on_committed = on_committed
         _pragmas(
             dbapi_connection,
             f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
@@ -315,10 +324,8 @@ def _setup_writer(engine: AsyncEngine, database: Database, synchronous: str) -> 
             database.writes_pending = True
 
     @event.listens_for(engine.sync_engine, "commit")
-    def on_commit(conn: Any) -> None:
+    def on_commit(_conn: Any) -> None:
         database.writes_pending = False
-        if conn.info.pop("changed", False):
-            database.generation += 1
 
     @event.listens_for(engine.sync_engine, "rollback")
     def on_rollback(conn: Any) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_dbapi
@@ -103,12 +103,14 @@ class Cursor:
 class Connection(AsyncAdapt_aiosqlite_connection):
     """SQLAlchemy's adapted aiosqlite connection, with one trip per statement and no empty rollbacks."""
 
-    __slots__ = ("_begin",)
+    __slots__ = ("_begin", "on_committed")
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         #: The ``BEGIN`` to send before the next statement; see :meth:`begin`.
         self._begin: str | None = None
+        #: Called once a commit is on disk; SQLAlchemy's ``commit`` event fires before it is sent.
+        self.on_committed: Callable[[], None] | None = None
 
     def begin(self, statement: str) -> None:
         """Open a transaction with ``statement`` (``BEGIN IMMEDIATE``) in the trip of its first statement."""
@@ -136,6 +138,8 @@ class Connection(AsyncAdapt_aiosqlite_connection):
     def commit(self) -> None:
         if self._open():
             super().commit()
+            if self.on_committed is not None:
+                self.on_committed()
 
     def rollback(self) -> None:
         if self._open():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 
 import httpx
 import pytest
@@ -143,3 +144,33 @@ class TestPlainFunction:
 
     async def test_plain_def_get_weights_runs(self, challenge_client: httpx.AsyncClient) -> None:
         assert (await challenge_client.get("/weights")).json()["weights"] == {"clean": 1.0}
+
+
+def test_the_weights_after_a_write_include_it(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    # Readers keep computing while each write commits: one that read the
+    # database just before the commit must not be cached as current after it.
+    served = server(["--challenge", "example", "--data-dir", str(tmp_path)], [sites["example"]])
+
+    async def writes_then_reads() -> list[int]:
+        stale = []
+        stop = asyncio.Event()
+        async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
+
+            async def read_weights() -> None:
+                while not stop.is_set():
+                    await client.get("/weights")
+
+            readers = [asyncio.create_task(read_weights()) for _ in range(4)]
+            try:
+                for n in range(40):
+                    hotkey = f"5Race{n}"
+                    response = await client.post("/submissions", json={"hotkey": hotkey, "score": 1})
+                    assert response.status_code == 201, response.text
+                    if hotkey not in (await client.get("/weights")).json()["weights"]:
+                        stale.append(n)
+            finally:
+                stop.set()
+                await asyncio.gather(*readers)
+        return stale
+
+    assert asyncio.run(writes_then_reads()) == []
