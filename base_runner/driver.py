@@ -109,7 +109,7 @@ class Connection(AsyncAdapt_aiosqlite_connection):
         super().__init__(dbapi, connection)
         #: The ``BEGIN`` to send before the next statement; see :meth:`begin`.
         self._begin: str | None = None
-        #: Called once a commit is on disk; SQLAlchemy's ``commit`` event fires before it is sent.
+        #: Called once SQLite has committed; SQLAlchemy's ``commit`` event fires before the COMMIT is sent.
         self.on_committed: Callable[[], None] | None = None
 
     def begin(self, statement: str) -> None:
