@@ -3,7 +3,7 @@
 #   docker build -f challenge.Dockerfile --build-arg RUNNER_IMAGE=<runner image> \
 #     -t ghcr.io/<owner>/<challenge>:<version> .
 # docs/operating.md tells the rest.
-ARG RUNNER_IMAGE=ghcr.io/base-runner/base-runner:0.1.0
+ARG RUNNER_IMAGE=ghcr.io/base-runner/base-runner:0.2.0
 FROM ${RUNNER_IMAGE}
 # The runner's venv belongs to root, so that the service's uid cannot change
 # its own code; install as root, then hand the image back to uid 1000.

@@ -11,6 +11,8 @@ import httpx
 from conftest import log_records, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
+from base_runner import __version__
+
 MASTER = {"Authorization": "Bearer metrics-master-token"}
 
 
@@ -65,7 +67,7 @@ def test_metrics_move_with_requests_writes_and_weights(sites: dict[str, Path], t
     assert value(after, "base_runner_part_up", part="weights", state="ok") == 1
     assert value(after, "base_runner_get_weights_last_timestamp_seconds", outcome="ok") > 0
     assert value(after, "process_resident_memory_bytes") > 0
-    assert value(after, "base_runner_info", challenge="example", challenge_version="0.1.0", runner_version="0.1.0") == 1
+    assert value(after, "base_runner_info", challenge="example", challenge_version="0.1.0", runner_version=__version__) == 1
     assert served.stop() == 0
 
 
@@ -163,7 +165,7 @@ def test_status_of_a_live_instance(sites: dict[str, Path], tmp_path: Path, serve
     assert found["weights"]["calls"] == {"ok": 1}
     text = run_cli("status", "--url", served.url, **token)
     assert text.returncode == 0
-    assert text.stdout.startswith(f"example 0.1.0 on base-runner 0.1.0 at {served.url}: ready")
+    assert text.stdout.startswith(f"example 0.1.0 on base-runner {__version__} at {served.url}: ready")
     assert "last weights computation: ok at " in text.stdout
     refused = run_cli("status", "--url", served.url, CHALLENGE_SHARED_TOKEN="not-the-token")
     assert refused.returncode == 2 and "refused the token (401)" in refused.stderr
