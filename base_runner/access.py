@@ -2,9 +2,10 @@
 
 The line names the route template, never the raw path, so it carries no
 hotkey and groups like the metrics do. A cached weights answer is logged at
-debug level unless ``CHALLENGE_ACCESS_LOG`` asks for it: the master and the
+debug level unless ``CHALLENGE_ACCESS_LOG=true`` asks for it: the master and the
 public read it often, and a line per answer costs a measurable share of that
 path's throughput (docs/performance.md, "The access line", gives the figures).
+``CHALLENGE_ACCESS_LOG=false`` logs every answer below 500 at debug level.
 """
 
 from __future__ import annotations
@@ -41,12 +42,16 @@ class Observed:
     :param metrics: where each request is counted.
     :param fast_paths: exact paths answered without routing (the weights endpoints).
     :param quiet_paths: paths whose successful answers log at debug level, not info.
+    :param enabled: ``False``: every answer below 500 logs at debug level, whatever its path.
     """
 
-    def __init__(self, metrics: Metrics, fast_paths: Collection[str], quiet_paths: Collection[str]):
+    def __init__(
+        self, metrics: Metrics, fast_paths: Collection[str], quiet_paths: Collection[str], enabled: bool = True
+    ):
         self._metrics = metrics
         self._fast = frozenset(fast_paths)
         self._quiet = frozenset(quiet_paths)
+        self._enabled = enabled
 
     def __call__(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
         method = scope["method"]
@@ -54,7 +59,7 @@ class Observed:
         self._metrics.request(route, method, status, seconds)
         if status >= 500:
             level = logging.WARNING
-        elif status < 400 and scope["path"] in self._quiet:
+        elif not self._enabled or (status < 400 and scope["path"] in self._quiet):
             level = logging.DEBUG
         else:
             level = logging.INFO

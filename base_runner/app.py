@@ -273,7 +273,9 @@ def create_app(
     app.state.metrics = measured
     # Cached weights answers log at debug level unless CHALLENGE_ACCESS_LOG asks (their cost: docs/operating.md).
     quiet = () if settings.access_log else app.fast_routes
-    app.correlation.observer = Observed(measured, app.fast_routes, quiet_paths=quiet)
+    app.correlation.observer = Observed(
+        measured, app.fast_routes, quiet_paths=quiet, enabled=settings.access_log is not False
+    )
     if tracing is not None:
         app.observe(lambda entry: tracing.wrap(entry, app.fast_routes))  # outermost: the span times all of it
     app.state.challenge = loaded

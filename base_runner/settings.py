@@ -62,8 +62,9 @@ class RunnerSettings(BaseSettings):
     weights_timeout: float = Field(8.0, gt=0)
     #: Seconds a computed body may be served when no write came since; ``None``: until the next write.
     weights_ttl: float | None = Field(60.0, gt=0)
-    #: Log the cached weights answers at info level too; every other request is logged anyway.
-    access_log: bool = False
+    #: The access line: unset logs every answer but the cached weights ones, ``True`` those too,
+    #: ``False`` none (only 5xx answers, as warnings).
+    access_log: bool | None = None
     #: Log lines as ``text``, ``json`` (one object a line), or ``auto``: JSON unless stderr is a terminal.
     log_format: Literal["auto", "text", "json"] = "auto"
     #: Bytes a request body may hold; a larger one is refused with 413 while it streams in.
@@ -115,7 +116,7 @@ class RunnerSettings(BaseSettings):
             raise ValueError("must not have a query or a fragment")
         return value
 
-    @field_validator("metrics_port", "metrics_host", mode="before")
+    @field_validator("metrics_port", "metrics_host", "access_log", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # CHALLENGE_METRICS_PORT= in a compose file or a service spec turns the port off rather than failing.

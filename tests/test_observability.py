@@ -67,7 +67,10 @@ def test_metrics_move_with_requests_writes_and_weights(sites: dict[str, Path], t
     assert value(after, "base_runner_part_up", part="weights", state="ok") == 1
     assert value(after, "base_runner_get_weights_last_timestamp_seconds", outcome="ok") > 0
     assert value(after, "process_resident_memory_bytes") > 0
-    assert value(after, "base_runner_info", challenge="example", challenge_version="0.1.0", runner_version=__version__) == 1
+    assert (
+        value(after, "base_runner_info", challenge="example", challenge_version="0.1.0", runner_version=__version__)
+        == 1
+    )
     assert served.stop() == 0
 
 
@@ -120,6 +123,18 @@ def test_text_log_format_and_access_log_of_weights(sites: dict[str, Path], tmp_p
     output = served.output()
     assert not json_lines(output)
     assert re.search(r"INFO    base_runner\.access \[example \S+\] GET /weights 200 ", output), output
+
+
+def test_access_log_false_logs_no_access_line(sites: dict[str, Path], tmp_path: Path, server) -> None:
+    served = server(["--data-dir", str(tmp_path)], [sites["example"]], CHALLENGE_ACCESS_LOG="false")
+    with served.client() as client:
+        assert client.post("/submissions", json={"hotkey": "5Quiet", "score": 1}).status_code == 201
+        assert client.get("/no/such/page").status_code == 404
+        client.get("/weights")
+    assert served.stop() == 0
+    lines = json_lines(served.output())
+    assert lines, served.output()
+    assert [line for line in lines if line["logger"] == "base_runner.access"] == []
 
 
 def test_no_secret_in_a_whole_debug_run(sites: dict[str, Path], tmp_path: Path, server) -> None:
