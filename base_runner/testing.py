@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from .settings import RunnerSettings
+    from ._core.settings import RunnerSettings
 
 #: The master token the fixtures configure and ``master_client`` sends.
 MASTER_TOKEN = "test-master-token"
@@ -66,7 +66,7 @@ def challenge_settings(challenge_data_dir: Path, tmp_path: Path) -> RunnerSettin
     """The runner's settings on ``challenge_data_dir``, with :data:`MASTER_TOKEN` as the master's token."""
     from pydantic import SecretStr
 
-    from .settings import RunnerSettings
+    from ._core.settings import RunnerSettings
 
     return RunnerSettings(
         data_dir=challenge_data_dir,
@@ -81,8 +81,8 @@ async def challenge_app(
     anyio_backend: str, challenge_slug: str | None, challenge_settings: RunnerSettings
 ) -> AsyncIterator[FastAPI]:
     """The challenge's app on ``challenge_settings``: started (tables created, ``lifespan`` entered), stopped after."""
-    from .app import bind, create_app
-    from .plugins import load, select
+    from ._http.app import bind, create_app
+    from ._plugins.plugins import load, select
 
     loaded = load(select(challenge_slug))
     bind(challenge_settings)
@@ -129,7 +129,7 @@ def challenge_owner_settings(challenge_app: FastAPI) -> list[Any]:
     """
     import sys
 
-    from .config import ChallengeSettings
+    from ._core.config import ChallengeSettings
 
     package = challenge_app.state.challenge.challenge.module.partition(".")[0].partition(":")[0]
     found: dict[int, Any] = {}
@@ -149,7 +149,7 @@ async def owner_client(
 
     :data:`OWNER_TOKEN` is set as ``owner_token`` of ``challenge_owner_settings`` for the test.
     """
-    from .config import Secret
+    from ._core.config import Secret
 
     if not challenge_owner_settings:
         pytest.fail(
@@ -188,7 +188,7 @@ async def bridge_client(challenge_app: FastAPI) -> AsyncIterator[httpx.AsyncClie
 @pytest.fixture
 async def challenge_session(challenge_app: FastAPI) -> AsyncIterator[AsyncSession]:
     """An ``AsyncSession`` on ``challenge_app``'s database (``database.session()``); commit what it writes."""
-    from .db import database
+    from ._storage.db import database
 
     async with database.session() as session:
         yield session
@@ -203,7 +203,7 @@ def assert_valid_weights(weights: Any) -> dict[str, float]:
     whole: ``challenge_slug``, an integer ``epoch``, the map, and
     ``metadata.computed_at``.
     """
-    from .weights import body_problems, map_problems
+    from ._weights.weights import body_problems, map_problems
 
     if isinstance(weights, Mapping) and "challenge_slug" in weights:
         problems = body_problems(dict(weights))

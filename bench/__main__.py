@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from base_runner.settings import DATABASE_FILE
+from base_runner._core.settings import DATABASE_FILE
 
 from . import datasets, load, queries, servers
 from .report import Figure, figures_table, plot, table

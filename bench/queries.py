@@ -1,7 +1,7 @@
 """``get_weights`` against raw SQLite on the same file: the example's hook through the runner, and the raw queries.
 
 Raw queries run on Python's ``sqlite3`` with nothing around them; the
-example runs as the runner calls it (:func:`base_runner.weights.compute`:
+example runs as the runner calls it (:func:`base_runner._weights.weights.compute`:
 the hook, its read-only session on ``aiosqlite``, validation). Each is timed
 warm, several times, in turns, and the median is kept.
 """
@@ -45,8 +45,8 @@ def raw_answer(conn: sqlite3.Connection, name: str) -> dict[str, float]:
 
 async def _measure(path: Path, names: list[str], repeats: int) -> dict[str, float]:
     from base_runner import database
-    from base_runner.plugins import load, select
-    from base_runner.weights import compute
+    from base_runner._plugins.plugins import load, select
+    from base_runner._weights.weights import compute
 
     conn = sqlite3.connect(path)
     database.configure(f"sqlite+aiosqlite:///{path}")

@@ -2,7 +2,7 @@
 
 Every call aiosqlite runs on its thread is put on the connection's queue;
 this counts the puts, so the figure does not depend on how the runner's
-driver layer (``base_runner.driver``) counts itself. The requests go through
+driver layer (``base_runner._storage.driver``) counts itself. The requests go through
 the runner's real app in this process (``httpx.ASGITransport``): the same
 routes, sessions and driver as ``base-runner serve``.
 
@@ -49,9 +49,9 @@ async def measure(slug: str, data_dir: Path) -> dict[str, float]:
     import aiosqlite.core
     import httpx
 
-    from base_runner.app import create_app
-    from base_runner.cli_options import start
-    from base_runner.weights import compute
+    from base_runner._cli.options import start
+    from base_runner._http.app import create_app
+    from base_runner._weights.weights import compute
 
     aiosqlite.core.SimpleQueue = _CountingQueue  # type: ignore[misc]
     settings, loaded = start(slug, data_dir=data_dir)

@@ -128,7 +128,7 @@ def _isolated_runner(tmp_path_factory: pytest.TempPathFactory) -> None:
     script = venv / "bin" / "base-runner"
     # As pip writes console scripts: a process spawned by multiprocessing (uvicorn's reloader) imports it too.
     script.write_text(
-        f"#!{python}\nimport sys\n\nfrom base_runner.cli import main\n\n"
+        f"#!{python}\nimport sys\n\nfrom base_runner._cli.cli import main\n\n"
         "if __name__ == '__main__':\n    sys.exit(main())\n"
     )
     script.chmod(0o755)

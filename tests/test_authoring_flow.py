@@ -2,7 +2,7 @@
 
 Install, new, its tests, check, serve, the image build and the CI that pushes it: each step's
 commands and expected output are read from the guide itself, and the published names from
-base_runner/release.py, so the guide cannot drift from what the runner does.
+base_runner/_authoring/release.py, so the guide cannot drift from what the runner does.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, clean_env, install, run_cli
 
-from base_runner import release
+from base_runner._authoring import release
 
 GUIDE = (ROOT / "docs" / "authoring.md").read_text()
 SLUG = "bounty-hunt"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from base_runner.plugins import HOOK_SHAPES
+from base_runner._plugins.plugins import HOOK_SHAPES
 
 CHECKS = ["load", "routes", "tables", "startup", "get_weights", "readiness gate", "master weights", "shutdown"]
 

@@ -10,8 +10,8 @@ from conftest import run_cli
 from wire_schemas import without_id
 
 from base_runner import ChallengeSettings, Secret
-from base_runner.auth import AuthFailure
-from base_runner.errors import ConfigError
+from base_runner._core.auth import AuthFailure
+from base_runner._core.errors import ConfigError
 
 
 class Settings(ChallengeSettings):

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from base_runner import database
-from base_runner.db import has_wal_reset_bug
+from base_runner._storage.db import has_wal_reset_bug
 
 
 async def test_connection_settings(challenge_app) -> None:

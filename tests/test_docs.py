@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 
 from base_runner import hookspecs, testing
-from base_runner.plugins import HOOK_NAMES
+from base_runner._plugins.plugins import HOOK_NAMES
 
 GUIDE = (ROOT / "docs" / "authoring.md").read_text()
 
@@ -40,7 +40,7 @@ def test_every_command_is_in_the_table(command: str) -> None:
 
 @pytest.mark.parametrize("document", ["README.md", "docs/operating.md"])
 def test_every_runner_setting_is_documented(document: str) -> None:
-    from base_runner.settings import RunnerSettings
+    from base_runner._core.settings import RunnerSettings
 
     text = (ROOT / document).read_text()
     missing = [

@@ -138,7 +138,7 @@ def test_an_invalid_metrics_port_is_one_line_and_exit_2(
 
 
 def test_an_empty_metrics_port_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    from base_runner.settings import load_settings
+    from base_runner._core.settings import load_settings
 
     monkeypatch.setenv("CHALLENGE_METRICS_PORT", "")
     monkeypatch.setenv("CHALLENGE_METRICS_HOST", " ")

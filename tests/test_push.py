@@ -16,10 +16,10 @@ import httpx
 import pytest
 from master_double import MasterDouble
 
-from base_runner.auth import MasterAuth
-from base_runner.push import Pusher
-from base_runner.push_protocol import epoch_of
-from base_runner.push_store import PushStore
+from base_runner._core.auth import MasterAuth
+from base_runner._push.protocol import epoch_of
+from base_runner._push.pusher import Pusher
+from base_runner._push.store import PushStore
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from base_runner import push_protocol as protocol
+from base_runner._push import protocol
 
 # Every field but the digest, keys sorted, "," and ":", times as UTC ...Z, weights as floats.
 CANONICAL = (

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, install, run_cli
 
-from base_runner import release
+from base_runner._authoring import release
 
 WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
 #: What authors read or get: every runner image or package they are told to use must be the published one.
@@ -18,7 +18,7 @@ READ = [
     ROOT / "README.md",
     *sorted((ROOT / "docs").glob("*.md")),
     ROOT / "examples" / "challenge.Dockerfile",
-    *sorted((ROOT / "base_runner" / "templates").rglob("*.tmpl")),
+    *sorted((ROOT / "base_runner" / "_authoring" / "templates").rglob("*.tmpl")),
     WORKFLOW,
 ]
 _IMAGE = re.compile(r"ghcr\.io/[A-Za-z0-9_.<>-]+/base-runner\b")
@@ -60,7 +60,7 @@ def test_docs_and_templates_name_the_published_runner(path: Path) -> None:
 
 
 def test_new_writes_the_published_names() -> None:
-    from base_runner.scaffold import Names, render
+    from base_runner._authoring.scaffold import Names, render
 
     files = {str(path): text for path, text in render(Names.of("bounty-hunt")).items()}
     tag = release.image()
@@ -118,4 +118,5 @@ def test_installing_a_checkout_writes_nothing_into_it(tmp_path: Path) -> None:
     before = sorted(p.relative_to(checkout) for p in checkout.rglob("*"))
     install(checkout, tmp_path / "site")
     assert sorted(p.relative_to(checkout) for p in checkout.rglob("*")) == before
-    assert (tmp_path / "site" / "base_runner" / "release.py").is_file()
+    assert (tmp_path / "site" / "base_runner" / "_authoring" / "release.py").is_file()
+    assert (tmp_path / "site" / "base_runner" / "py.typed").is_file()

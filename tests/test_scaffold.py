@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, clean_env, install, run_cli
 
-from base_runner.scaffold import MAX_SLUG, TEMPLATES
+from base_runner._authoring.scaffold import MAX_SLUG, TEMPLATES
 
 SLUG = "bounty-hunt"
 MODULE = "bounty_hunt_challenge"
@@ -229,5 +229,5 @@ def test_the_wheel_ships_every_template(tmp_path: Path) -> None:
     )
     (wheel,) = tmp_path.glob("base_runner-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    templates = {f"base_runner/templates/new/{p.relative_to(TEMPLATES)}" for p in TEMPLATES.rglob("*.tmpl")}
+    templates = {f"base_runner/_authoring/templates/new/{p.relative_to(TEMPLATES)}" for p in TEMPLATES.rglob("*.tmpl")}
     assert len(templates) == len(FILES) and templates <= shipped

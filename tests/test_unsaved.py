@@ -15,7 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from wire_schemas import ErrorResponse
 
-from base_runner import database, db
+from base_runner import database
+from base_runner._storage import db
 
 
 def _rows(data_dir: Path) -> int:

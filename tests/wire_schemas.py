@@ -2,7 +2,7 @@
 
 Strict as the 3.1 master's SDK is: unknown fields are refused, and
 ``HealthResponse``'s ``ready`` and ``status`` must follow from its checks.
-Written independently of ``base_runner.wire``, so that a mistake there
+Written independently of ``base_runner._core.wire``, so that a mistake there
 cannot hide here.
 """
 

@@ -9,8 +9,7 @@ from sqlalchemy import Integer, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from base_runner import ApiError, Base, database, hookimpl
-from base_runner.correlation import correlation_id
+from base_runner import ApiError, Base, correlation_id, database, hookimpl
 
 router = APIRouter()
 Session = Annotated[AsyncSession, Depends(database.session_dependency)]

@@ -1,0 +1,1 @@
+"""Tools for challenge authors: ``base-runner new``, ``check`` and the release names."""

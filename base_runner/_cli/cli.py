@@ -1,0 +1,313 @@
+"""The ``base-runner`` command: serve a challenge, list challenges, compute weights once.
+
+Data flows one way: options and environment → settings → selected plugin → app.
+
+Each command imports what it needs inside its function: this module, and
+everything it imports at module level, must stay cheap enough that
+``base-runner --help``, ``--version`` and ``plugins`` never load FastAPI,
+SQLAlchemy or pydantic (``tests/test_cli.py`` checks). Shared options and
+helpers live in :mod:`base_runner._cli.options`; groups of subcommands
+(``db``) in modules of their own, added at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import __version__
+from .._core.errors import PluginError
+from .._core.text import plural
+from .db_commands import db
+from .options import (
+    challenge_option,
+    data_dir_option,
+    debug_option,
+    log_format_option,
+    quiet_drivers,
+    reports_errors,
+    start,
+    weights_once,
+)
+from .push_commands import push
+
+
+class _Commands(click.Group):
+    """The command group, which ends quietly when its reader goes away (``base-runner check | head``)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except BrokenPipeError:
+            # Python would report the pipe again when it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="base-runner")
+def main() -> None:
+    """Run a BASE challenge that is installed as a plugin package."""
+
+
+@main.command()
+@challenge_option
+@click.option("--host", help="Address to bind; default: CHALLENGE_HOST, else 127.0.0.1.")
+@click.option("--port", type=int, help="Port to bind; default: CHALLENGE_PORT, else 8000.")
+@data_dir_option
+@click.option("--reload", is_flag=True, help="For development: restart whenever the challenge's code changes.")
+@debug_option
+@log_format_option
+@reports_errors
+def serve(
+    challenge: str | None,
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    reload: bool,
+    debug: bool,
+    log_format: str | None,
+) -> None:
+    """Serve the challenge until SIGTERM or Ctrl-C."""
+    if reload:
+        from . import reloading
+
+        reloading.serve(challenge, host, port, data_dir, debug)
+        return
+    import gc
+
+    # Startup builds a few hundred thousand objects that live as long as the
+    # process (FastAPI, SQLAlchemy, the challenge's models and routes) and
+    # almost no garbage: the cyclic collector's passes over them are a sixth
+    # of the start (docs/performance.md). Collect nothing until the app is
+    # built, then freeze what startup made so that no later pass walks it.
+    gc.disable()
+    import signal
+
+    import uvicorn
+
+    from .._http.app import create_app, serving
+    from .._http.connections import ConnectionLimits, open_files_cap, protocol_class
+    from .._observe.metrics import MetricsPort
+    from .._observe.tracing import start as start_tracing
+    from .._storage.datadir import DataDirLock
+    from .._storage.dbfile import DatabaseFile
+
+    level = logging.DEBUG if debug else logging.INFO
+    settings, loaded = start(challenge, level, host=host, port=port, data_dir=data_dir, log_format=log_format)
+    DataDirLock(settings.data_dir).acquire(settings.lock_wait)  # held until the process exits
+    dbfile = DatabaseFile.of(settings)
+    dbfile.check_before_open()
+    http = protocol_class(
+        ConnectionLimits(
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            header_timeout=settings.header_timeout,
+            max_connections=open_files_cap(settings.max_connections),
+        )
+    )
+    metrics_port = None
+    if settings.metrics_port is not None:
+        # Bound here, before anything opens: a port in use is exit 2, not a half-started runner.
+        metrics_port = MetricsPort(settings.metrics_host or settings.host, settings.metrics_port, http)
+    app = create_app(
+        loaded,
+        settings,
+        dbfile=dbfile,
+        tracing=start_tracing(loaded.name, loaded.version),
+        metrics_port=metrics_port,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            serving(app),
+            host=settings.host,
+            port=settings.port,
+            lifespan="on",
+            # base_runner._core.logs is the one logging setup, and base_runner.access the one access line.
+            log_config=None,
+            log_level=level,
+            access_log=False,
+            # Under Swarm's default 10 s stop grace period, leaving time to checkpoint the WAL.
+            timeout_graceful_shutdown=8,
+            http=http,
+            timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
+        )
+    )
+    runtime = app.state.runtime
+    runtime.on_fatal = lambda: setattr(server, "should_exit", True)
+    # uvicorn re-raises SIGTERM/SIGINT to the previous handler once it has shut
+    # down gracefully; without one here the process would die of the signal
+    # (exit 143) instead of reporting a clean stop.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda *_: None)
+    gc.freeze()
+    gc.enable()
+    server.run()
+    if not server.started:
+        sys.exit(3)
+    if runtime.fatal is not None:
+        click.echo(f"base-runner: error: challenge {loaded.name}: {runtime.fatal}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--probe", metavar="NAME", hidden=True, help="Load NAME in this process and print its hooks.")
+@reports_errors
+def plugins(as_json: bool, probe: str | None) -> None:
+    """List installed challenges, each with whether it loads; exit 3 when one does not."""
+    import json
+
+    from .._plugins.plugins import describe_all, load, select
+
+    if probe is not None:
+        from .._core.settings import scrub_environment
+
+        scrub_environment()
+        click.echo(" ".join(load(select(probe)).hooks))
+        return
+    rows = describe_all()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo("no challenge is installed")
+    else:
+        for row in rows:
+            state = "loads (" + ", ".join(row["hooks"]) + ")" if row["loads"] else f"BROKEN: {row['error']}"
+            click.echo(f"{row['name']}  {row['distribution']} {row['version']}  {row['module']}  {state}")
+    if any(not row["loads"] for row in rows):
+        sys.exit(PluginError.exit_code)
+
+
+@main.command()
+@challenge_option
+@data_dir_option
+@click.option(
+    "--allow-dropped", is_flag=True, help="Exit 0 even when invalid entries were dropped (they are still reported)."
+)
+@debug_option
+@log_format_option
+@reports_errors
+def weights(
+    challenge: str | None, data_dir: Path | None, allow_dropped: bool, debug: bool, log_format: str | None
+) -> None:
+    """Compute the weights once and print the JSON body the master would get; exit 1 if entries were dropped."""
+    from .._storage.dbfile import DatabaseFile
+    from .._weights.weights import WeightsError, serialize
+
+    level = logging.DEBUG if debug else logging.INFO
+    settings, loaded = start(challenge, level, data_dir=data_dir, log_format=log_format)
+    DatabaseFile.of(settings).check_before_open()  # never create an empty database where one was lost
+    try:
+        validated = weights_once(settings, loaded)
+    except WeightsError as exc:
+        click.echo(f"base-runner: error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(serialize(loaded.name, validated).decode())
+    if validated.dropped:
+        count = len(validated.dropped)
+        click.echo(
+            f"base-runner: dropped {plural(count, 'invalid entry', 'invalid entries')} (see the warnings above); "
+            "the master gets the rest (--allow-dropped exits 0 all the same)",
+            err=True,
+        )
+        if not allow_dropped:
+            sys.exit(1)
+
+
+@main.command()
+@click.argument("slug")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder to create, absent or empty; default: ./SLUG.",
+)
+@click.option(
+    "--runner-image",
+    metavar="IMAGE",
+    help="The runner image to build on, without a tag (a fork's); default: the published one.",
+)
+@click.option(
+    "--runner-version",
+    metavar="VERSION",
+    help="The base-runner release to require and build on; default: this one.",
+)
+@reports_errors
+def new(slug: str, directory: Path | None, runner_image: str | None, runner_version: str | None) -> None:
+    """Create a challenge package: plugin, tests, Dockerfile and CI that publishes its image."""
+    from .._authoring import release
+    from .._authoring.scaffold import Runner, create
+
+    runner = Runner(version=runner_version or release.release_version(), image=runner_image or release.IMAGE)
+    names, target, _files = create(slug, directory, runner)
+    click.echo(f"created {names.distribution} in {target}: challenge {names.slug}, package {names.module}")
+    click.echo(f"next: cd {target} && pip install -e '.[dev]' && pytest && base-runner check --challenge {slug}")
+
+
+@main.command()
+@challenge_option
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Run the checks on a copy of this data dir (real data); it is never written. Default: an empty one.",
+)
+@debug_option
+@reports_errors
+def check(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
+    """Check the challenge against the BASE contract on a temporary data dir; exit 1 if a check fails."""
+    import asyncio
+
+    from .._authoring import check as contract
+    from .._plugins.plugins import select
+
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    quiet_drivers()
+    selected = select(challenge)
+    failures = asyncio.run(contract.run(selected, lambda outcome: click.echo(outcome.line()), data_dir))
+    if failures:
+        click.echo(f"{selected.name}: {plural(failures, 'check')} failed; fix them before publishing", err=True)
+        sys.exit(1)
+    click.echo(f"{selected.name}: every check passed")
+
+
+@main.command()
+@click.option("--url", help="The instance; default: http://127.0.0.1:CHALLENGE_PORT.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for each answer.")
+@reports_errors
+def status(url: str | None, as_json: bool, timeout: float) -> None:
+    """Show a running instance's parts, their states and since when; exit 0 ready, 1 degraded, 3 no answer."""
+    import json
+
+    from .._core.auth import MasterAuth
+    from .._core.settings import load_settings
+    from . import status as report
+
+    settings = load_settings()
+    auth = MasterAuth(slug="", token=settings.shared_token, token_file=settings.shared_token_file)
+    try:
+        token = auth.expected_token()
+    except Exception:  # no token configured, or unreadable: status says so itself
+        token = None
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    try:
+        found = report.read(url or f"http://{host}:{settings.port}", token, timeout)
+    except report.Unreachable as exc:
+        click.echo(f"base-runner: {exc}", err=True)
+        sys.exit(report.UNREACHABLE)
+    click.echo(json.dumps(found.as_json(), indent=2) if as_json else report.render(found))
+    sys.exit(found.exit_code)
+
+
+main.add_command(db)
+main.add_command(push)

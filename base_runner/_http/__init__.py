@@ -1,0 +1,1 @@
+"""The ASGI app: its assembly, the request and connection limits, the OpenAPI document."""

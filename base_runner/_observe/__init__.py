@@ -1,0 +1,1 @@
+"""What watches the parts: metrics, tracing, the access line, the event-loop watchdog."""
