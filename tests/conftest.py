@@ -56,6 +56,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(skip, append=False)
 
 
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Any]:
+    """One private Docker engine for the whole session (each xdist worker has its own), started on first use.
+
+    Skipped, with the reason, where dockerd or root is missing: .ci/install-image-tools installs docker.io.
+    """
+    from image_helpers import DOCKER, DOCKERD, engine
+
+    missing = [tool for tool in (DOCKER, DOCKERD) if not os.access(tool, os.X_OK)]
+    if missing or os.geteuid() != 0:
+        pytest.skip(f"needs root and {', '.join(missing) or 'nothing else'} (.ci/install-image-tools installs them)")
+    with engine() as started:
+        yield started
+
+
 def install(source: Path, target: Path) -> Path:
     """pip-install the package at ``source`` into the folder ``target``, as a real wheel install."""
     subprocess.run(
