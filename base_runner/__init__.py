@@ -6,11 +6,12 @@ The names a challenge imports::
     from base_runner import ChallengeSettings, Secret, OwnerAuth, VerifiedHotkey, verified_hotkey
     from base_runner import UTCDateTime
     from base_runner import ApiError, error_response
+    from base_runner import executor          # miner code in a Docker sandbox
 
 Everything else lives in private subpackages, one per layer (``_core``, ``_storage``, ``_plugins``,
-``_weights``, ``_push``, ``_observe``, ``_http``, ``_authoring``, ``_cli``): a leading underscore says
+``_weights``, ``_push``, ``_observe``, ``_http``, ``_executor``, ``_authoring``, ``_cli``): a leading underscore says
 an author may not import it. The public modules are this one, :mod:`base_runner.hookspecs`,
-:mod:`base_runner.testing` and :mod:`base_runner.storage`.
+:mod:`base_runner.testing`, :mod:`base_runner.storage` and :mod:`base_runner.executor`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ _HOMES = {
     "correlation_id": "._core.correlation",
     "database": "._storage.db",
     "error_response": "._core.wire",
+    "executor": ".executor",
     "hookimpl": ".hookspecs",
     "run_worker": "._plugins.workers",
     "storage": ".storage",
@@ -54,6 +56,7 @@ _HOMES = {
 }
 
 if TYPE_CHECKING:
+    from . import executor as executor
     from . import storage as storage
     from ._core.auth import AuthFailure as AuthFailure
     from ._core.auth import OwnerAuth as OwnerAuth
@@ -72,6 +75,9 @@ if TYPE_CHECKING:
     from ._storage.db import WriterBusy as WriterBusy
     from ._storage.db import database as database
     from .hookspecs import hookimpl as hookimpl
+
+#: The public names that are modules, not names inside one.
+_MODULES = frozenset({"storage", "executor"})
 
 __all__ = ["__version__", *_HOMES]
 
@@ -160,7 +166,7 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is not None:
         module = importlib.import_module(home, __name__)
-        value = module if name == "storage" else getattr(module, name)
+        value = module if name in _MODULES else getattr(module, name)
     elif name in _MOVED:
         value = _moved(name)
     else:

@@ -9,13 +9,13 @@ write them as plain ``async def`` tests.
 Fixtures: ``challenge_slug`` (override it in your ``conftest.py``),
 ``challenge_data_dir``, ``challenge_settings``, ``challenge_app``,
 ``challenge_client``, ``master_client``, ``owner_client``,
-``bridge_client``, ``challenge_session``, ``challenge_owner_settings``;
-helper: :func:`assert_valid_weights`. ``docs/authoring.md`` documents each.
+``bridge_client``, ``challenge_session``, ``challenge_owner_settings``,
+``executor_recorder``; helper: :func:`assert_valid_weights`. ``docs/authoring.md`` documents each.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from ._core.settings import RunnerSettings
+    from ._executor.recorder import ExecutorRecorder
 
 #: The master token the fixtures configure and ``master_client`` sends.
 MASTER_TOKEN = "test-master-token"
@@ -192,6 +193,28 @@ async def challenge_session(challenge_app: FastAPI) -> AsyncIterator[AsyncSessio
 
     async with database.session() as session:
         yield session
+
+
+@pytest.fixture
+def executor_recorder(challenge_slug: str | None, challenge_settings: RunnerSettings) -> Iterator[ExecutorRecorder]:
+    """Docker replaced by a recorder: ``executor.run`` checks the spec as ever, records it, and answers a reply.
+
+    ``executor_recorder.runs`` lists each :class:`~base_runner._executor.recorder.RecordedRun` (``spec``,
+    ``timeout``, ``mounts``, ``labels``); ``executor_recorder.reply(result_or_function, ...)`` queues the
+    answers (by default ``RunResult(0, "", "")``); ``executor_recorder.allowed_images`` adds to
+    ``CHALLENGE_EXECUTOR_ALLOWED_IMAGES`` for the test. Works with or without ``challenge_app``.
+    """
+    from ._executor import service, setup
+    from ._executor.recorder import ExecutorRecorder
+
+    recorder = ExecutorRecorder()
+    previous_stand_in, setup.stand_in = setup.stand_in, recorder
+    previous = service.install(setup.build(challenge_settings, challenge_slug or "challenge"))
+    try:
+        yield recorder
+    finally:
+        setup.stand_in = previous_stand_in
+        service.install(previous)
 
 
 def assert_valid_weights(weights: Any) -> dict[str, float]:

@@ -14,24 +14,38 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 from broker_double import BrokerDouble
 from image_helpers import BUSYBOX, Engine, busybox_image
 
-from base_runner import executor
+from base_runner import RunnerSettings, executor
 from base_runner._executor.local import LocalDocker
+from base_runner._executor.recorder import ExecutorRecorder, RecordedRun
 from base_runner._executor.service import Executor
 from base_runner._executor.setup import build
 
-pytestmark = pytest.mark.skipif(not BUSYBOX.exists(), reason="needs Debian's busybox-static (.ci/install-image-tools)")
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 
 SLUG = "exec-test"
+#: The image the tests import, which the testbed's sandbox challenge runs by default.
+IMAGE = "localhost/executor-busybox:1"
+
+
+@pytest.fixture
+def challenge_slug() -> str:
+    return "sandbox"
 
 
 @pytest.fixture(scope="module")
 def image(docker_engine: Engine) -> Iterator[str]:
-    name = busybox_image(docker_engine)
+    if not BUSYBOX.exists():
+        pytest.skip("needs Debian's busybox-static (.ci/install-image-tools installs it)")
+    name = busybox_image(docker_engine, IMAGE)
     yield name
     docker_engine.docker("image", "rm", "--force", name, check=False)
 
@@ -153,8 +167,9 @@ def test_a_cancelled_run_leaves_no_container(docker_engine: Engine, image: str, 
     ],
 )
 def test_a_spec_that_breaks_a_rule_is_refused_before_any_call(
-    docker_engine: Engine, image: str, data_dir: Path, change: dict[str, object], says: str
+    data_dir: Path, change: dict[str, object], says: str
 ) -> None:
+    image = IMAGE
     (data_dir.parent / "outside").mkdir()
     (data_dir / "link").symlink_to(data_dir.parent / "outside")
     (data_dir / "challenge.sqlite3").write_text("")
@@ -196,8 +211,9 @@ def test_no_engine_is_a_clear_error_naming_the_settings(data_dir: Path) -> None:
 KILLED_DURING_A_RUN = """
 import asyncio, sys
 from pathlib import Path
-from base_runner import executor
+from base_runner import RunnerSettings, executor
 from base_runner._executor.local import LocalDocker
+from base_runner._executor.recorder import ExecutorRecorder, RecordedRun
 from base_runner._executor.service import Executor
 from base_runner._executor.setup import build
 
@@ -259,15 +275,13 @@ def broker(request: pytest.FixtureRequest, docker_engine: Engine, image: str) ->
 def through(broker: BrokerDouble, data_dir: Path, image: str, token: str = BROKER_TOKEN) -> Executor:
     token_file = data_dir.parent / "broker_token"
     token_file.write_text(f"{token}\n")
-    return build(
-        slug=SLUG,
+    settings = RunnerSettings(
         data_dir=data_dir,
-        allowed_images=[image],
-        broker_url=broker.url,
-        broker_token=None,
-        broker_token_file=token_file,
-        broker_master="auto",
+        executor_allowed_images=(image,),
+        docker_broker_url=broker.url,
+        docker_broker_token_file=token_file,
     )
+    return build(settings, SLUG)
 
 
 def test_the_same_run_goes_through_either_masters_broker(
@@ -350,3 +364,26 @@ def test_a_cancelled_broker_run_is_cleaned_up(
     asyncio.run(go())
     assert any(r.path == "/v1/docker/cleanup" for r in broker.requests)
     assert containers(docker_engine, SLUG, broker.prefix) == []
+
+
+# -- the authors' recorder -------------------------------------------------------------------------
+
+
+async def test_the_recorder_stands_in_for_docker_in_a_challenges_tests(
+    executor_recorder: ExecutorRecorder, challenge_client: httpx.AsyncClient, challenge_app: FastAPI
+) -> None:
+    def container(run: RecordedRun) -> executor.RunResult:
+        (run.mounts["/out"] / "score.txt").write_text("0.75")  # what the container would write
+        return executor.RunResult(0, "scored\n", "")
+
+    executor_recorder.allowed_images = (IMAGE,)
+    executor_recorder.reply(container)
+    answer = await challenge_client.post("/evaluate", json={"hotkey": "5Miner", "answer": "0.75"})
+    assert answer.json() == {"returncode": 0, "stdout": "scored\n", "score": 0.75}, answer.text
+    (run,) = executor_recorder.runs
+    assert run.spec.image == IMAGE and run.mounts["/work"].name == "5Miner"
+    assert run.labels["base.challenge"] == "sandbox"
+
+    executor_recorder.allowed_images = ()
+    refused = await challenge_client.post("/evaluate", json={"hotkey": "5Miner", "answer": "1"})
+    assert refused.status_code == 500 and len(executor_recorder.runs) == 1, "the rules hold under the recorder too"

@@ -13,11 +13,11 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -33,6 +33,8 @@ _KEPT = frozenset({"BASE_CHALLENGE_SLUG", "BASE_RUNNER_TRACE_HOOKS"})
 # Control-plane names: the master's own database and settings, and libpq's
 # variables, which would hand any Postgres client the master's credentials.
 _CONTROL_PLANE = re.compile(r"^(BASE_|PLATFORM_|POSTGRES_|PG[A-Z]+$|DATABASE_URL$)")
+#: Tokens the runner holds for challenge code, read into :class:`RunnerSettings` before it is loaded.
+_RUNNER_SECRETS = frozenset({"CHALLENGE_SHARED_TOKEN", "CHALLENGE_DOCKER_BROKER_TOKEN"})
 _POSTGRES_VALUE = re.compile(r"^\s*postgres(ql)?(\+\w+)?://", re.IGNORECASE)
 
 
@@ -102,8 +104,23 @@ class RunnerSettings(BaseSettings):
     push_interval: float = Field(30.0, gt=0)
     #: Seconds a pushed snapshot stays valid (its ``expires_at``); a retry past it sends a new snapshot.
     push_snapshot_lifetime: int = Field(600, ge=1)
+    #: Images ``executor.run`` may start, comma-separated; an entry ending in ``*``, ``/`` or ``:`` is a prefix.
+    executor_allowed_images: Annotated[tuple[str, ...], NoDecode] = ()
+    #: ``false`` turns the executor off: every run is refused as unavailable.
+    docker_enabled: bool = True
+    #: ``auto``: the broker when ``docker_broker_url`` is set, else the local engine; ``cli`` is the template's
+    #: name for ``docker``, the local engine (reached through its API, never its command line).
+    docker_backend: Literal["auto", "broker", "docker", "cli"] = "auto"
+    #: The master's Docker broker, for example ``http://base-docker-broker:8082``; BASE injects it.
+    docker_broker_url: str | None = None
+    #: The broker's token; when unset, read from ``docker_broker_token_file`` at each run.
+    docker_broker_token: SecretStr | None = None
+    docker_broker_token_file: Path = Path("/run/secrets/base/docker_broker_token")
+    #: Whose broker: ``base`` (3.1: ``X-Base-Challenge-Slug``, ``base.*`` labels), ``platform`` (the seed's:
+    #: ``X-Platform-Challenge-Slug``, ``platform.*``), or ``auto``: 3.1's, unless the broker asks for the other.
+    docker_broker_master: Literal["auto", "base", "platform"] = "auto"
 
-    @field_validator("master_base_url")
+    @field_validator("master_base_url", "docker_broker_url")
     @classmethod
     def _master_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
@@ -116,7 +133,14 @@ class RunnerSettings(BaseSettings):
             raise ValueError("must not have a query or a fragment")
         return value
 
-    @field_validator("metrics_port", "metrics_host", "access_log", mode="before")
+    @field_validator("executor_allowed_images", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("metrics_port", "metrics_host", "access_log", "docker_broker_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # CHALLENGE_METRICS_PORT= in a compose file or a service spec turns the port off rather than failing.
@@ -152,17 +176,16 @@ def invalid_setting(exc: ValidationError, prefix: str) -> ConfigError:
 
 
 def scrub_environment(environ: dict[str, str] | None = None) -> list[str]:
-    """Remove control-plane credentials and the master's token from the environment.
+    """Remove control-plane credentials and the master's tokens from the environment.
 
-    The token moves into :class:`RunnerSettings` before this runs; challenge
-    code never needs it. Returns the removed names (never their values).
+    The tokens (the shared one, the Docker broker's) move into :class:`RunnerSettings`
+    before this runs; challenge code never needs them. Returns the removed names (never their values).
     """
     env = os.environ if environ is None else environ
     removed = sorted(
         name
         for name, value in env.items()
-        if name not in _KEPT
-        and (_CONTROL_PLANE.match(name) or _POSTGRES_VALUE.match(value) or name == "CHALLENGE_SHARED_TOKEN")
+        if name not in _KEPT and (_CONTROL_PLANE.match(name) or _POSTGRES_VALUE.match(value) or name in _RUNNER_SECRETS)
     )
     for name in removed:
         del env[name]

@@ -17,13 +17,15 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from .._core.auth import AuthFailure, read_secret_file
+from .._core.logs import never_log
 from .backend import Prepared, tail
 from .policy import CheckedMount
 from .spec import BackendError, BackendUnavailable, Limits, RunResult
@@ -44,10 +46,12 @@ class Broker:
 
     kind = "broker"
 
-    def __init__(self, url: str, slug: str, token: Callable[[], str | None], master: str = "auto") -> None:
+    def __init__(self, url: str, slug: str, *, token: str | None, token_file: Path, master: str = "auto") -> None:
         self._url = url.rstrip("/")
         self._slug = slug
-        self._token = token
+        self._token_value = token
+        self._token_file = token_file
+        never_log(token)
         self._auto = master == "auto"
         self.master = "base" if self._auto else master
         self._http = httpx.AsyncClient(timeout=SHORT)
@@ -56,6 +60,14 @@ class Broker:
         """The runner's ``base.*`` labels under this master's prefix (``platform.*`` for the seed's)."""
         prefix = MASTERS[self.master][1]
         return {(f"{prefix}.{key[5:]}" if key.startswith("base.") else key): value for key, value in labels.items()}
+
+    def _token(self) -> str | None:
+        if self._token_value:
+            return self._token_value
+        try:
+            return read_secret_file(self._token_file, kind="docker broker token")
+        except AuthFailure as exc:
+            raise BackendUnavailable(str(exc)) from None
 
     async def _post(self, path: str, payload: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         token = self._token()
@@ -194,17 +206,3 @@ def _restore(archives: Mapping[int, bytes], mounts: tuple[CheckedMount, ...]) ->
     for index, archive in archives.items():
         if index < len(mounts) and not mounts[index].read_only:
             restore(archive, mounts[index].source)
-
-
-def read_token(value: str | None, file: Path) -> Callable[[], str | None]:
-    """The token now: ``value``, or else ``file``'s stripped content read at each call."""
-
-    def token() -> str | None:
-        if value:
-            return value
-        try:
-            return file.read_text(encoding="utf-8").strip() or None
-        except OSError:
-            return None
-
-    return token

