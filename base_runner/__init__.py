@@ -2,7 +2,7 @@
 
 The names a challenge imports::
 
-    from base_runner import Base, database, hookimpl, run_worker, storage
+    from base_runner import Base, database, hookimpl, jobs, run_worker, storage
     from base_runner import ChallengeSettings, Secret, OwnerAuth, VerifiedHotkey, verified_hotkey
     from base_runner import UTCDateTime
     from base_runner import ApiError, error_response
@@ -11,7 +11,7 @@ The names a challenge imports::
 Everything else lives in private subpackages, one per layer (``_core``, ``_storage``, ``_plugins``,
 ``_weights``, ``_push``, ``_observe``, ``_http``, ``_executor``, ``_authoring``, ``_cli``): a leading underscore says
 an author may not import it. The public modules are this one, :mod:`base_runner.hookspecs`,
-:mod:`base_runner.testing`, :mod:`base_runner.storage` and :mod:`base_runner.executor`.
+:mod:`base_runner.testing`, :mod:`base_runner.storage`, :mod:`base_runner.executor` and :mod:`base_runner.jobs`.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ _HOMES = {
     "error_response": "._core.wire",
     "executor": ".executor",
     "hookimpl": ".hookspecs",
+    "jobs": ".jobs",
     "run_worker": "._plugins.workers",
     "storage": ".storage",
     "verified_hotkey": "._core.auth",
@@ -57,6 +58,7 @@ _HOMES = {
 
 if TYPE_CHECKING:
     from . import executor as executor
+    from . import jobs as jobs
     from . import storage as storage
     from ._core.auth import AuthFailure as AuthFailure
     from ._core.auth import OwnerAuth as OwnerAuth
@@ -77,7 +79,7 @@ if TYPE_CHECKING:
     from .hookspecs import hookimpl as hookimpl
 
 #: The public names that are modules, not names inside one.
-_MODULES = frozenset({"storage", "executor"})
+_MODULES = frozenset({"storage", "executor", "jobs"})
 
 __all__ = ["__version__", *_HOMES]
 

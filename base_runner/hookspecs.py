@@ -84,3 +84,18 @@ def lifespan(app: FastAPI) -> AbstractAsyncContextManager[Any] | None:  # type: 
     :param app: the FastAPI application being started.
     :returns: an async context manager, or ``None`` when there is nothing to do.
     """
+
+
+@hookspec
+def register_tasks() -> Sequence[Any] | None:  # type: ignore[empty-body]
+    """Return the challenge's evaluation tasks: ``async def`` functions decorated with ``@jobs.task``.
+
+    Jobs of these tasks are what :func:`base_runner.jobs.enqueue` adds, in
+    the caller's write transaction; the runner runs them durably: through
+    restarts, ``kill -9`` and failures, retried with backoff, at most once at
+    a time each (``docs/authoring.md``, "Evaluate submissions"). A returned
+    value that is not such a task, or two tasks with one name, stop the
+    runner at startup with one line naming it.
+
+    :returns: a list of tasks, or ``None`` for a challenge without jobs.
+    """

@@ -119,6 +119,15 @@ class RunnerSettings(BaseSettings):
     #: Whose broker: ``base`` (3.1: ``X-Base-Challenge-Slug``, ``base.*`` labels), ``platform`` (the seed's:
     #: ``X-Platform-Challenge-Slug``, ``platform.*``), or ``auto``: 3.1's, unless the broker asks for the other.
     docker_broker_master: Literal["auto", "base", "platform"] = "auto"
+    #: Job attempts that may run at once in the process, all tasks together (each task also has its own limit).
+    jobs_concurrency: int = Field(4, ge=1, le=1000)
+    #: Seconds a running job's lease lasts; renewed every third of it. After ``kill -9`` a job runs again
+    #: once its lease has expired.
+    jobs_lease: float = Field(10.0, ge=0.3, le=3600)
+    #: Seconds running jobs get to finish at shutdown before they are cancelled and put back (unspent).
+    jobs_grace: float = Field(5.0, ge=0, le=3600)
+    #: Seconds succeeded and cancelled jobs are kept before they are pruned; dead jobs are kept until retried.
+    jobs_retention: float = Field(7 * 86400.0, gt=0)
 
     @field_validator("master_base_url", "docker_broker_url")
     @classmethod

@@ -35,6 +35,9 @@ from .._core.wire import (
     validation_detail,
     version_body,
 )
+from .._jobs.routes import operator_router
+from .._jobs.scheduler import Scheduler
+from .._jobs.tasks import tasks_of
 from .._observe import metrics
 from .._observe.access import Observed
 from .._observe.loopwatch import LoopWatchdog
@@ -144,6 +147,14 @@ def create_app(
     """
     slug = loaded.name
     routers = routers_of(loaded)
+    scheduler = Scheduler(
+        tasks_of(loaded),
+        db,
+        concurrency=settings.jobs_concurrency,
+        lease=settings.jobs_lease,
+        grace=settings.jobs_grace,
+        retention=settings.jobs_retention,
+    )
     runtime = Runtime(slug)
     runtime.mark("challenge", "starting", ok=False)
     if settings.shared_token is not None:
@@ -162,6 +173,7 @@ def create_app(
         timeout=settings.weights_timeout,
     )
     measured.watch(cache, db)
+    measured.watch_jobs(scheduler)
 
     dbfile = dbfile or DatabaseFile.of(settings)
 
@@ -221,6 +233,7 @@ def create_app(
             if created:
                 log.info("created tables: %s", ", ".join(created))
             await db.ping()
+            await scheduler.prepare()  # before the challenge's lifespan, which may enqueue
             dbfile.opened()
             watcher = asyncio.create_task(watch_disk(), name=f"{slug}:disk")
             watchdog = asyncio.create_task(LoopWatchdog(runtime, settings.loop_stall).run(), name=f"{slug}:watchdog")
@@ -240,6 +253,8 @@ def create_app(
                     await stack.enter_async_context(
                         start_pushing(settings, slug, cache, auth, runtime, measured.push_step)
                     )
+                # Last in, first out: jobs stop (and are put back) while what their tasks use still runs.
+                await stack.enter_async_context(scheduler.running())
                 runtime.started = True
                 runtime.mark("challenge", "started", ok=True)
                 yield
@@ -270,6 +285,18 @@ def create_app(
     app.state.runtime = runtime
     app.add_middleware(UnsavedChanges, slug=slug, db=db)
     runtime.probes["auth:token"] = lambda: token_problem(auth)
+
+    def jobs_problem() -> str | None:
+        runtime.details["jobs"] = {
+            "queue": {f"{task}:{state}": count for (task, state), count in sorted(scheduler.depth.items())},
+            "oldest_due_seconds": {task: round(age, 3) for task, age in sorted(scheduler.oldest_due.items())},
+        }
+        return scheduler.problem()
+
+    runtime.probes["jobs"] = jobs_problem
+    # A stopped scheduler loses no job (they wait in the table): it stops no write.
+    runtime.declare("jobs", guards_writes=False)
+    app.state.jobs = scheduler
     # Without its token the master cannot pull: not ready for it, but no reason to refuse a miner's write.
     runtime.declare("auth", guards_writes=False)
     app.state.metrics = measured
@@ -412,6 +439,7 @@ def create_app(
     async def metrics_text(request: Request) -> Any:
         return await metrics.endpoint(measured, auth.check_token, request)
 
+    app.include_router(operator_router(scheduler))
     for router in routers:
         guard_routes(router, settings.max_json_depth)
         app.include_router(router)

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from .._core.runtime import Runtime
+    from .._jobs.scheduler import JobEvent, Scheduler
     from .._push.pusher import Attempt
     from .._storage.db import Database
     from .._weights.weights import Validated, WeightsCache
@@ -65,6 +66,20 @@ _REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 # get_weights runs up to CHALLENGE_WEIGHTS_TIMEOUT (8 s by default) under the master's 10 s.
 _WEIGHTS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 6, 8, 10, 15, 30)
 _WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30)
+# A job attempt: from a no-op to an hours-long evaluation.
+_ATTEMPT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400)
+#: The job events counted, each as ``base_runner_jobs_<kind>_total`` by task.
+JOB_EVENTS = {
+    "enqueued": "Jobs enqueued (counted once their transaction committed), by task.",
+    "started": "Job attempts started, by task.",
+    "succeeded": "Jobs that succeeded, by task.",
+    "failed": "Job attempts that failed (raised, timed out, or lost to a killed process), by task.",
+    "retried": "Failed job attempts whose job will run again after its backoff, by task.",
+    "dead": "Jobs that failed for good (attempts spent, Permanent, or a lost last lease), by task.",
+    "cancelled": "Jobs cancelled by an operator, by task.",
+    "requeued": "Running jobs put back at shutdown without spending their attempt, by task.",
+    "takeover": "Expired leases of another (killed) process taken back, by task.",
+}
 
 
 class Metrics:
@@ -204,6 +219,30 @@ class Metrics:
         self.registry.register(_StateCollector(self._runtime, cache, db))
         db.on_writer_wait = self.writer_wait.observe
 
+    def watch_jobs(self, scheduler: Scheduler) -> None:
+        """Count ``scheduler``'s events and time its attempts; read its queue at each scrape."""
+        counters = {
+            kind: Counter(f"base_runner_jobs_{kind}", description, ["task"], registry=self.registry)
+            for kind, description in JOB_EVENTS.items()
+        }
+        seconds = Histogram(
+            "base_runner_job_attempt_duration_seconds",
+            "Time job attempts ran, by task and outcome (succeeded, retried, dead, cancelled, requeued).",
+            ["task", "outcome"],
+            buckets=_ATTEMPT_BUCKETS,
+            registry=self.registry,
+        )
+
+        def observe(happened: JobEvent) -> None:
+            counters[happened.kind].labels(happened.task).inc()
+            if happened.attempt_failed:
+                counters["failed"].labels(happened.task).inc()
+            if happened.seconds is not None:
+                seconds.labels(happened.task, happened.kind).observe(happened.seconds)
+
+        scheduler.observers.append(observe)
+        self.registry.register(_JobsCollector(scheduler))
+
     def count_transactions(self, db: Database) -> Callable[[], None]:
         """Count commits and rollbacks on ``db``'s writer; returns the function that stops it."""
         from sqlalchemy import event
@@ -274,6 +313,31 @@ class _StateCollector(Collector):
         size.add_metric(["database"], _file_size(path))
         size.add_metric(["wal"], _file_size(path.with_name(path.name + "-wal")))
         yield size
+
+
+class _JobsCollector(Collector):
+    """The queue as the scheduler last counted it (every third of a lease): depth and the oldest due job's wait."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    def collect(self) -> Iterator[Any]:
+        depth = GaugeMetricFamily(
+            "base_runner_jobs_queue_depth",
+            "Queued, running and dead jobs, by task and state.",
+            labels=["task", "state"],
+        )
+        for (task, state), count in sorted(self._scheduler.depth.items()):
+            depth.add_metric([task, state], float(count))
+        yield depth
+        oldest = GaugeMetricFamily(
+            "base_runner_jobs_oldest_due_seconds",
+            "Seconds the longest-waiting due job has waited since it became due, by task (0: none waits).",
+            labels=["task"],
+        )
+        for task in sorted(self._scheduler.tasks):
+            oldest.add_metric([task], self._scheduler.oldest_due.get(task, 0.0))
+        yield oldest
 
 
 async def endpoint(metrics: Metrics, check: Callable[[Any], None], request: Any) -> Any:

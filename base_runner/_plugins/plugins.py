@@ -133,6 +133,7 @@ HOOK_SHAPES = {
     "register_routers": "`def register_routers()`, returning an APIRouter, a list of them, or None",
     "lifespan": "`def lifespan(app)` (not async def), returning an async context manager or None, "
     "for example a function decorated with @contextlib.asynccontextmanager or run_worker(app, ...)",
+    "register_tasks": "`def register_tasks()` (not async def), returning a list of @jobs.task functions",
 }
 
 

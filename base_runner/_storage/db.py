@@ -60,6 +60,9 @@ holder_name: ContextVar[str | None] = ContextVar("base_runner_writer_holder", de
 #: The sessions :meth:`Database.session_dependency` opened for the current request, when a
 #: response guard collects them.
 request_sessions: ContextVar[list[AsyncSession] | None] = ContextVar("base_runner_request_sessions", default=None)
+#: Execution option of the runner's own bookkeeping writes (the jobs table): they do not count as a change
+#: of the challenge's data, so they leave :attr:`Database.generation`, and the weights cached on it, alone.
+BOOKKEEPING = "base_runner_bookkeeping"
 
 
 class WriterBusy(RuntimeError):
@@ -318,9 +321,10 @@ def _setup_writer(engine: AsyncEngine, database: Database, synchronous: str) -> 
         _begin(conn, "BEGIN IMMEDIATE")
 
     @event.listens_for(engine.sync_engine, "after_cursor_execute")
-    def on_execute(conn: Any, cursor: Any, *_args: Any) -> None:
+    def on_execute(conn: Any, cursor: Any, _statement: Any, _parameters: Any, context: Any, _many: Any) -> None:
         if cursor.rowcount > 0:
-            conn.info["changed"] = True
+            if context is None or not context.execution_options.get(BOOKKEEPING):
+                conn.info["changed"] = True
             database.writes_pending = True
 
     @event.listens_for(engine.sync_engine, "commit")

@@ -1,0 +1,7 @@
+"""Durable evaluation jobs: the queue in the challenge's own SQLite file, and the scheduler that runs it.
+
+The public face is :mod:`base_runner.jobs`; this package is the runner's side:
+:mod:`.table` (the table the runner owns), :mod:`.tasks` (what ``@jobs.task``
+makes, and the checks on it), :mod:`.scheduler` (enqueue, claim, leases,
+retries, shutdown) and :mod:`.routes` (the operators' HTTP API).
+"""

@@ -1,0 +1,221 @@
+"""Durable jobs through real ``serve`` processes: enqueue, retries, kills, SIGTERM, keys, concurrency, cancel.
+
+The ``jobs-lab`` challenge (tests/plugins/testbed) records every attempt in its own table, so each
+test reads from the database what ran, when, and whether two runs overlapped. Leases and backoffs
+are short (settings and the lab's task options) so that each test takes seconds.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SERVE_TOKEN, Served, logged
+
+MASTER = {"Authorization": f"Bearer {SERVE_TOKEN}", "X-Base-Challenge-Slug": "jobs-lab"}
+FAST = {"CHALLENGE_JOBS_LEASE": "1", "CHALLENGE_JOBS_GRACE": "0.5"}
+
+
+@pytest.fixture
+def lab(server: Any, sites: dict[str, Path], tmp_path: Path) -> Callable[..., Served]:
+    """Start the jobs lab on one data dir (the same one on every call: a restart)."""
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def start(**env: str) -> Served:
+        return server(["--challenge", "jobs-lab", "--data-dir", str(data)], [sites["testbed"]], **{**FAST, **env})
+
+    return start
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "the condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen in {timeout}s")
+        time.sleep(0.05)
+
+
+def job(served: Served, job_id: str) -> dict[str, Any]:
+    with served.client() as client:
+        answer = client.get(f"/internal/v1/jobs/{job_id}", headers=MASTER)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def jobs_list(served: Served, **params: Any) -> list[dict[str, Any]]:
+    with served.client() as client:
+        answer = client.get("/internal/v1/jobs", headers=MASTER, params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["jobs"]
+
+
+def submit(served: Served, **body: Any) -> dict[str, Any]:
+    with served.client() as client:
+        answer = client.post("/lab/submissions", json={"hotkey": "5Miner", **body})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def attempts(served: Served) -> dict[str, Any]:
+    with served.client() as client:
+        return client.get("/lab/attempts").json()
+
+
+def finished(served: Served, job_id: str, state: str = "succeeded") -> Callable[[], dict[str, Any] | None]:
+    def check() -> dict[str, Any] | None:
+        found = job(served, job_id)
+        return found if found["state"] == state else None
+
+    return check
+
+
+def test_a_rolled_back_enqueue_leaves_no_job_and_a_committed_one_scores(lab: Callable[..., Served]) -> None:
+    served = lab()
+    assert submit(served, hotkey="5Dropped", rollback=True)["committed"] is False
+    kept = submit(served, hotkey="5Kept")
+    done = wait_for(finished(served, kept["job_id"]), what="the committed job's success")
+    assert done["attempts"] == 1 and done["error"] is None
+    # The rolled-back job took the same id, and lost it with its transaction: one job, the kept one's.
+    assert [(j["id"], j["args"]) for j in jobs_list(served)] == [
+        (kept["job_id"], {"submission_id": kept["submission_id"]})
+    ]
+    with served.client() as client:
+        weights = client.get("/internal/v1/get_weights", headers=MASTER).json()["weights"]
+    assert weights == {"5Kept": 1.0 + kept["submission_id"]}
+    records = served.records()
+    line = logged(records, f"job {kept['job_id']} evaluate attempt 1/3 succeeded")
+    assert line and line[0]["job_id"] == kept["job_id"] and line[0]["correlation_id"]
+    assert served.stop() == 0
+
+
+def test_a_failing_task_is_retried_with_growing_delays_then_dead_with_its_error(lab: Callable[..., Served]) -> None:
+    served = lab()
+    failing = submit(served, behaviour="fail")
+    dead = wait_for(finished(served, failing["job_id"], "dead"), what="the failing job's death")
+    assert dead["attempts"] == 3
+    assert dead["error"] == f"RuntimeError: the judge failed on submission {failing['submission_id']}"
+    assert "Traceback" in dead["traceback"] and "jobs_lab.py" in dead["traceback"]
+    runs = [a for a in attempts(served)["attempts"] if a["job"] == failing["job_id"]]
+    assert [a["attempt"] for a in runs] == [1, 2, 3]
+    # backoff 0.4 s, doubled each retry, jitter 0.8-1.2: about 0.4 s, then about 0.8 s.
+    first, second = (later["started"] - earlier["ended"] for earlier, later in zip(runs, runs[1:], strict=False))
+    assert 0.3 <= first < second, (first, second)
+    records = served.records()
+    assert len(logged(records, f"job {failing['job_id']} evaluate attempt", "WARNING")) == 2
+    assert logged(records, f"job {failing['job_id']} evaluate attempt 3/3 dead", "ERROR")
+    assert served.stop() == 0
+
+
+def test_permanent_ends_a_job_after_one_attempt(lab: Callable[..., Served]) -> None:
+    served = lab()
+    permanent = submit(served, behaviour="permanent")
+    dead = wait_for(finished(served, permanent["job_id"], "dead"), what="the job's death")
+    assert dead["attempts"] == 1
+    assert dead["error"] == f"Permanent: submission {permanent['submission_id']} cannot be evaluated"
+    assert [a["attempt"] for a in attempts(served)["attempts"]] == [1]
+    assert served.stop() == 0
+
+
+def test_two_enqueues_with_one_key_make_one_job(lab: Callable[..., Served]) -> None:
+    served = lab()
+    first = submit(served, behaviour="sleep:0.5", key="submission:one")
+    second = submit(served, behaviour="sleep:0.5", key="submission:one")
+    other = submit(served, behaviour="sleep:0.5", key="submission:two")
+    assert first["job_id"] == second["job_id"] != other["job_id"]
+    wait_for(finished(served, first["job_id"]), what="the keyed job's success")
+    wait_for(finished(served, other["job_id"]), what="the other job's success")
+    assert len(jobs_list(served)) == 2
+    # Once the first is done, the key is free again: a new enqueue makes a new job.
+    again = submit(served, key="submission:one")
+    assert again["job_id"] not in (first["job_id"], other["job_id"])
+    assert served.stop() == 0
+
+
+def test_a_task_with_concurrency_one_never_overlaps_itself(lab: Callable[..., Served]) -> None:
+    served = lab(CHALLENGE_JOBS_CONCURRENCY="8")
+    with served.client() as client:
+        ids = client.post("/lab/serial", json={"count": 50}).json()["job_ids"]
+    assert len(set(ids)) == 50
+    wait_for(lambda: len(jobs_list(served, state="succeeded", limit=100)) == 50, what="50 serial jobs")
+    found = attempts(served)
+    runs = sorted((a["started"], a["ended"]) for a in found["attempts"] if a["task"] == "serial")
+    assert len(runs) == 50
+    assert all(earlier_end <= later_start for (_, earlier_end), (later_start, _) in zip(runs, runs[1:], strict=False))
+    assert found["most_at_once"]["serial"] == 1
+    assert served.stop() == 0
+
+
+def test_kill_9_during_a_job_costs_one_attempt_and_it_runs_again_soon_after_restart(
+    lab: Callable[..., Served],
+) -> None:
+    served = lab()
+    slow = submit(served, behaviour="sleep:3")
+    wait_for(lambda: job(served, slow["job_id"])["state"] == "running", what="the job's start")
+    served.stop(signal.SIGKILL)
+    restarted = lab()
+    started = time.monotonic()
+    done = wait_for(finished(restarted, slow["job_id"]), what="the job's success after the restart")
+    assert time.monotonic() - started < 3 + 5  # its 3 s run, and a lease of 1 s to expire first
+    assert done["attempts"] == 2
+    assert [a["attempt"] for a in attempts(restarted)["attempts"]] == [1, 2]
+    assert logged(restarted.records(), f"job {slow['job_id']} evaluate: attempt 1 lost its lease")
+    assert restarted.stop() == 0
+
+
+def test_sigterm_during_a_job_exits_0_soon_and_the_job_completes_after_restart_unspent(
+    lab: Callable[..., Served],
+) -> None:
+    served = lab()
+    slow = submit(served, behaviour="sleep:3")
+    wait_for(lambda: job(served, slow["job_id"])["state"] == "running", what="the job's start")
+    stopping = time.monotonic()
+    assert served.stop(signal.SIGTERM, timeout=10) == 0
+    assert time.monotonic() - stopping < 10
+    assert logged(served.records(), f"job {slow['job_id']} evaluate attempt 1/3 requeued")
+    restarted = lab()
+    queued = job(restarted, slow["job_id"])
+    assert queued["attempts"] in (0, 1)  # put back unspent; perhaps claimed again already
+    done = wait_for(finished(restarted, slow["job_id"]), what="the job's success after the restart")
+    assert done["attempts"] == 1
+    assert restarted.stop() == 0
+
+
+def test_a_task_that_outlives_its_lease_tenfold_never_runs_twice_at_once(lab: Callable[..., Served]) -> None:
+    served = lab(CHALLENGE_JOBS_LEASE="0.4")
+    slow = submit(served, behaviour="sleep:4")
+    done = wait_for(finished(served, slow["job_id"]), what="the long job's success")
+    assert done["attempts"] == 1 and done["progress"] == 1.0
+    assert [a["attempt"] for a in attempts(served)["attempts"]] == [1]
+    assert not logged(served.records(), "lost its lease")
+    assert served.stop() == 0
+
+
+def test_cancel_stops_a_running_job_and_a_queued_one_never_runs(lab: Callable[..., Served]) -> None:
+    served = lab()
+    done = submit(served)
+    wait_for(finished(served, done["job_id"]), what="the first job's success")
+    running = submit(served, behaviour="sleep:20")
+    later = submit(served, behaviour="ok", delay=60)
+    wait_for(lambda: job(served, running["job_id"])["state"] == "running", what="the job's start")
+    with served.client() as client:
+        stopped = client.post(f"/internal/v1/jobs/{running['job_id']}/cancel", headers=MASTER)
+        never = client.post(f"/internal/v1/jobs/{later['job_id']}/cancel", headers=MASTER)
+        again = client.post(f"/internal/v1/jobs/{later['job_id']}/cancel", headers=MASTER)
+        too_late = client.post(f"/internal/v1/jobs/{done['job_id']}/cancel", headers=MASTER)
+    assert stopped.status_code == 200 and stopped.json()["state"] == "cancelled"
+    assert never.status_code == 200 and never.json()["state"] == "cancelled"
+    assert again.status_code == 200 and again.json()["state"] == "cancelled"
+    assert too_late.status_code == 409 and too_late.json()["code"] == "job_conflict"
+    assert "succeeded" in too_late.json()["detail"]
+    runs = [a for a in attempts(served)["attempts"] if a["job"] != done["job_id"]]
+    assert [(a["job"], a["ended"] is not None) for a in runs] == [(running["job_id"], True)]  # it saw CancelledError
+    assert logged(served.records(), f"job {running['job_id']} evaluate attempt 1/3 cancelled")
+    assert served.stop() == 0
