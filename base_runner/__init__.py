@@ -9,8 +9,8 @@ The names a challenge imports::
     from base_runner import executor          # miner code in a Docker sandbox
 
 Everything else lives in private subpackages, one per layer (``_core``, ``_storage``, ``_plugins``,
-``_weights``, ``_push``, ``_observe``, ``_http``, ``_executor``, ``_authoring``, ``_cli``): a leading underscore says
-an author may not import it. The public modules are this one, :mod:`base_runner.hookspecs`,
+``_weights``, ``_push``, ``_jobs``, ``_observe``, ``_http``, ``_executor``, ``_authoring``, ``_cli``): a
+leading underscore says an author may not import it. The public modules are this one, :mod:`base_runner.hookspecs`,
 :mod:`base_runner.testing`, :mod:`base_runner.storage`, :mod:`base_runner.executor` and :mod:`base_runner.jobs`.
 """
 

@@ -11,13 +11,13 @@ forwards them.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
 from .._core.wire import error_response
-from .scheduler import JobConflict, JobNotFound, Scheduler
+from .scheduler import JobConflict, JobInfo, JobNotFound, Scheduler
 from .table import STATES
 
 PREFIX = "/internal/v1/jobs"
@@ -27,10 +27,13 @@ def operator_router(scheduler: Scheduler) -> APIRouter:
     """The routes of the jobs API on ``scheduler``."""
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-    def refused(exc: Exception) -> JSONResponse:
-        if isinstance(exc, JobNotFound):
+    async def answer(action: Callable[[str], Awaitable[JobInfo]], job_id: str) -> Any:
+        try:
+            return (await action(job_id)).as_json()
+        except JobNotFound as exc:
             return error_response(404, "job_not_found", str(exc))
-        return error_response(409, "job_conflict", str(exc))
+        except JobConflict as exc:
+            return error_response(409, "job_conflict", str(exc))
 
     @router.get("")
     async def listing(
@@ -48,23 +51,14 @@ def operator_router(scheduler: Scheduler) -> APIRouter:
 
     @router.get("/{job_id}")
     async def show(job_id: str) -> Any:
-        try:
-            return (await scheduler.info(job_id)).as_json()
-        except (JobNotFound, JobConflict) as exc:
-            return refused(exc)
+        return await answer(scheduler.info, job_id)
 
     @router.post("/{job_id}/retry")
     async def retry(job_id: str) -> Any:
-        try:
-            return (await scheduler.retry(job_id)).as_json()
-        except (JobNotFound, JobConflict) as exc:
-            return refused(exc)
+        return await answer(scheduler.retry, job_id)
 
     @router.post("/{job_id}/cancel")
     async def cancel(job_id: str) -> Any:
-        try:
-            return (await scheduler.cancel(job_id)).as_json()
-        except (JobNotFound, JobConflict) as exc:
-            return refused(exc)
+        return await answer(scheduler.cancel, job_id)
 
     return router

@@ -670,47 +670,42 @@ class Scheduler:
             )
         if not expired:
             return
-        requeue: list[dict[str, Any]] = []
-        bury: list[dict[str, Any]] = []
+        buried: set[int] = set()
+        params = []
         for row in expired:
             task = self.tasks.get(row.task)
+            dead = task is not None and row.attempts >= task.max_attempts
+            if dead:
+                buried.add(row.id)
             error = (
                 f"attempt {row.attempts} lost its lease: the runner running it was killed or stalled "
                 f"(leases last {self.lease:g}s)"
             )
-            params = {"job": row.id, "token": row.lease_token, "error": error, "now": now}
-            (bury if task is not None and row.attempts >= task.max_attempts else requeue).append(params)
-        guard = (T.c.id == bindparam("job"), T.c.lease_token == bindparam("token"), T.c.state == RUNNING)
+            params.append(
+                {
+                    "job": row.id,
+                    "token": row.lease_token,
+                    "error": error,
+                    "state": DEAD if dead else QUEUED,
+                    "finished": now if dead else None,
+                    "now": now,
+                }
+            )
         async with self.db.engine.begin() as conn:
-            if requeue:
-                await conn.execute(
-                    update(T)
-                    .where(*guard)
-                    .values(
-                        state=QUEUED,
-                        run_at=bindparam("now"),
-                        lease_token=None,
-                        lease_expires=None,
-                        error=bindparam("error"),
-                    ),
-                    requeue,
-                    execution_options=_BOOK,
-                )
-            if bury:
-                await conn.execute(
-                    update(T)
-                    .where(*guard)
-                    .values(
-                        state=DEAD,
-                        finished_at=bindparam("now"),
-                        lease_token=None,
-                        lease_expires=None,
-                        error=bindparam("error"),
-                    ),
-                    bury,
-                    execution_options=_BOOK,
-                )
-        buried = {params["job"] for params in bury}
+            await conn.execute(
+                update(T)
+                .where(T.c.id == bindparam("job"), T.c.lease_token == bindparam("token"), T.c.state == RUNNING)
+                .values(
+                    state=bindparam("state"),
+                    run_at=bindparam("now"),
+                    finished_at=bindparam("finished"),
+                    lease_token=None,
+                    lease_expires=None,
+                    error=bindparam("error"),
+                ),
+                params,
+                execution_options=_BOOK,
+            )
         for row in expired:
             log.warning(
                 "job %s %s: attempt %d lost its lease (its runner was killed or stalled); %s",
