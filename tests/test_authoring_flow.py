@@ -50,8 +50,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / SLUG, install(root / SLUG, root / "site")
 
 
-def test_1_install_names_the_published_package() -> None:
-    assert f'pip install "{release.PACKAGE}[testing]=={release.release_version()}"' in GUIDE
+def test_1_install_names_the_release_tag_and_the_published_package() -> None:
+    assert f'pip install "{release.requirement(source="git")}"' in GUIDE
+    assert f'pip install "{release.requirement(source="pypi")}"' in GUIDE
+    assert f"({release.REPOSITORY})" in GUIDE
     assert release.IMAGE in GUIDE and "<org>" not in GUIDE
 
 
@@ -82,17 +84,23 @@ def test_4_check_prints_what_the_guide_shows(project: tuple[Path, Path]) -> None
 
 def test_5_serve_answers_the_guides_requests(project: tuple[Path, Path], tmp_path: Path, server) -> None:
     _, site = project
-    words = command("base-runner serve --challenge")
+    variable, *words = command("CHALLENGE_SHARED_TOKEN=")
     assert words[:4] == ["base-runner", "serve", "--challenge", SLUG] and "--data-dir" in words
-    served = server(["--challenge", SLUG, "--data-dir", str(tmp_path)], [site])
+    token = variable.partition("=")[2]
+    served = server(["--challenge", SLUG, "--data-dir", str(tmp_path)], [site], CHALLENGE_SHARED_TOKEN=token)
     post = next(line for block in blocks("sh") for line in block.splitlines() if "-X POST" in line)
-    body = re.search(r"-d '(.*)'$", post)
-    assert body
+    request = re.fullmatch(r"curl -X POST localhost:8000(\S+) ((?:-H '[^']*' )+)-d '(.*)'", post.strip())
+    assert request, post
+    path, headers, body = request.groups()
+    sent = dict(header.split(": ", 1) for header in re.findall(r"-H '([^']*)'", headers))
     with served.client() as client:
         assert client.get("/health").json()["status"] == "ok"
-        submitted = client.post("/submissions", content=body.group(1), headers={"content-type": "application/json"})
+        submitted = client.post(path, content=body, headers=sent)
         assert submitted.status_code == 201, submitted.text
         assert client.get("/weights").json()["weights"] == {"5F...": submitted.json()["score"]}
+        # The hotkey is the master's word: without its token the same request is refused.
+        del sent["Authorization"]
+        assert client.post(path, content=body, headers=sent).json()["code"] == "missing_token"
     assert served.stop() == 0
 
 
@@ -116,10 +124,10 @@ def test_7_the_image_builds_on_the_published_runner_image(project: tuple[Path, P
     # same recipe on a local base instead (tests/test_image.py).
 
 
-def test_7_ci_tests_with_the_published_runner_and_pushes_the_image(project: tuple[Path, Path]) -> None:
+def test_7_ci_tests_with_the_release_tag_and_pushes_the_image(project: tuple[Path, Path]) -> None:
     folder, _ = project
     workflow = (folder / ".github" / "workflows" / "ci.yml").read_text()
-    assert f'RUNNER_REQUIREMENT: "{release.PACKAGE}[testing]=={release.release_version()}"' in workflow
+    assert f'RUNNER_REQUIREMENT: "{release.requirement(source="git")}"' in workflow
     assert f'RUNNER_IMAGE: "{release.image()}"' in workflow
     assert "images: ghcr.io/${{ github.repository }}" in workflow and "packages: write" in workflow
     assert f"base-runner check --challenge {SLUG}" in workflow

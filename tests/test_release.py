@@ -55,8 +55,9 @@ def test_docs_and_templates_name_the_published_runner(path: Path) -> None:
     text = path.read_text()
     assert "<org>" not in text and "your-org" not in text
     assert {match for match in _IMAGE.findall(text)} <= {release.IMAGE}
-    # Never a git URL or a placeholder for the runner's own package.
-    assert "git+https://github.com/" not in text
+    # A git URL only of the runner's own repository, pinned to a release's tag.
+    pinned = re.compile(re.escape(f"git+{release.REPOSITORY}@v") + r"\d+\.\d+\.\d+\b")
+    assert not re.findall(r"git\+\S+", pinned.sub("", text))
 
 
 def test_new_writes_the_published_names() -> None:
@@ -66,10 +67,7 @@ def test_new_writes_the_published_names() -> None:
     tag = release.image()
     assert f"ARG RUNNER_IMAGE={tag}" in files["Dockerfile"]
     assert f'RUNNER_IMAGE: "{tag}"' in files[".github/workflows/ci.yml"]
-    assert (
-        f'RUNNER_REQUIREMENT: "{release.PACKAGE}[testing]=={release.release_version()}"'
-        in files[".github/workflows/ci.yml"]
-    )
+    assert f'RUNNER_REQUIREMENT: "{release.requirement(source="git")}"' in files[".github/workflows/ci.yml"]
     assert f'dependencies = ["{release.PACKAGE}>={release.release_version()}"]' in files["pyproject.toml"]
     assert f"({release.REPOSITORY})" in files["README.md"]
 
@@ -89,7 +87,7 @@ def test_new_builds_on_a_fork_or_a_pinned_release(tmp_path: Path) -> None:
     assert "ARG RUNNER_IMAGE=ghcr.io/a-fork/base-runner:0.3.1" in (tmp_path / "p" / "Dockerfile").read_text()
     workflow = (tmp_path / "p" / ".github" / "workflows" / "ci.yml").read_text()
     assert 'RUNNER_IMAGE: "ghcr.io/a-fork/base-runner:0.3.1"' in workflow
-    assert f'"{release.PACKAGE}[testing]==0.3.1"' in workflow
+    assert f'"{release.requirement("0.3.1", "git")}"' in workflow
     assert f'"{release.PACKAGE}>=0.3.1"' in (tmp_path / "p" / "pyproject.toml").read_text()
 
 

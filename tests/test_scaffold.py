@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, clean_env, install, run_cli
+from conftest import ROOT, SERVE_TOKEN, clean_env, install, run_cli
 
 from base_runner._authoring.scaffold import MAX_SLUG, TEMPLATES
 
 SLUG = "bounty-hunt"
 MODULE = "bounty_hunt_challenge"
+#: What the master's bridge sends with a submission it verified.
+BRIDGE = {"Authorization": f"Bearer {SERVE_TOKEN}", "X-Base-Challenge-Slug": SLUG, "X-Base-Verified-Hotkey": "5Miner"}
 BIN = Path(sys.executable).parent
 FILES = {
     ".dockerignore",
@@ -77,7 +79,7 @@ def test_its_own_tests_pass(generated: Generated, tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 passed" in result.stdout
+    assert "6 passed" in result.stdout
 
 
 def test_ruff_is_clean(generated: Generated) -> None:
@@ -136,7 +138,7 @@ def test_serves(generated: Generated, tmp_path: Path, server) -> None:
     with served.client() as client:
         health = client.get("/health").json()
         assert (health["status"], health["slug"], health["version"]) == ("ok", SLUG, "0.1.0")
-        submitted = client.post("/submissions", json={"hotkey": "5Miner", "answer": "a b c a"})
+        submitted = client.post("/internal/v1/bridge/submissions", json={"answer": "a b c a"}, headers=BRIDGE)
         assert submitted.status_code == 201 and submitted.json()["score"] == 3.0
         assert client.get("/weights").json()["weights"] == {"5Miner": 3.0}
 

@@ -10,8 +10,10 @@ prefix becomes ``.`` (setuptools leaves dot files out of package data) and the
 
 from __future__ import annotations
 
+import os
 import re
 import string
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,14 +64,20 @@ class Names:
         return cls(slug=slug, module=module, distribution=f"{slug}-challenge", tables=f"{stem}_")
 
 
+#: Where the generated CI and README install base-runner from, besides a local checkout's folder.
+SOURCES = ("pypi", "git")
+
+
 @dataclass(frozen=True)
 class Runner:
-    """The base-runner release a generated package builds on: its version and its image."""
+    """The base-runner release a generated package builds on: its version, its image, where to install it from."""
 
     #: The base-runner version the package requires at least, and whose image it builds on.
     version: str = release.release_version()
     #: The runner image without its tag, ``release.IMAGE`` unless a fork publishes its own.
     image: str = release.IMAGE
+    #: ``pypi``, ``git`` (the release's tag in ``release.REPOSITORY``), or a local checkout's folder.
+    source: str | Path = "git"
 
     def __post_init__(self) -> None:
         if not _VERSION.fullmatch(self.version):
@@ -80,9 +88,41 @@ class Runner:
                 f"like {release.IMAGE}; nothing was written"
             )
 
+    @classmethod
+    def of(cls, version: str | None = None, image: str | None = None, source: str | None = None) -> Runner:
+        """The runner from ``base-runner new``'s options; a checkout's version is the default for a checkout."""
+        if source is None or source in SOURCES:
+            return cls(version or release.release_version(), image or release.IMAGE, source or "git")
+        checkout = Path(source).expanduser().resolve()
+        return cls(version or checkout_version(checkout), image or release.IMAGE, checkout)
 
-def render(names: Names, runner: Runner | None = None) -> dict[Path, str]:
-    """Every generated file's path (relative to the package folder) and content."""
+    def requirement(self, package: Path) -> str:
+        """What ``pip install`` takes for this runner with its testing extra, from the package's folder ``package``."""
+        if isinstance(self.source, Path):
+            try:
+                where = Path(os.path.relpath(self.source, package.resolve())).as_posix()
+            except ValueError:  # another drive
+                where = self.source.as_posix()
+            return f"{where if where.startswith(('.', '/')) else './' + where}[testing]"
+        return release.requirement(self.version, self.source)
+
+
+def checkout_version(checkout: Path) -> str:
+    """The version of the base-runner checkout at ``checkout``; :class:`ConfigError` when it is none."""
+    try:
+        project = tomllib.loads((checkout / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        project = {}
+    if project.get("name") != release.PACKAGE or not isinstance(project.get("version"), str):
+        raise ConfigError(
+            f"--runner-from {checkout} is not a base-runner checkout (no pyproject.toml naming {release.PACKAGE} "
+            "and its version); give pypi, git, or the folder of a clone; nothing was written"
+        )
+    return str(project["version"])
+
+
+def render(names: Names, runner: Runner | None = None, target: Path | None = None) -> dict[Path, str]:
+    """Every generated file's path (relative to the package folder ``target``, default ``./<slug>``) and content."""
     runner = runner or Runner()
     values = {
         "slug": names.slug,
@@ -91,6 +131,7 @@ def render(names: Names, runner: Runner | None = None) -> dict[Path, str]:
         "tables": names.tables,
         "runner_package": release.PACKAGE,
         "runner_version": runner.version,
+        "runner_requirement": runner.requirement(Path(names.slug) if target is None else target),
         "runner_repository": release.REPOSITORY,
         "runner_image": release.image(runner.version, runner.image),
     }
@@ -120,7 +161,7 @@ def create(slug: str, target: Path | None = None, runner: Runner | None = None) 
         raise ConfigError(f"{target} exists and is not a folder; choose another --dir; nothing was written")
     if target.is_dir() and any(target.iterdir()):
         raise ConfigError(f"{target} is not empty; choose an empty or new folder with --dir; nothing was written")
-    files = render(names, runner)
+    files = render(names, runner, target)
     try:
         for relative, text in files.items():
             path = target / relative

@@ -236,18 +236,35 @@ def weights(
 @click.option(
     "--runner-version",
     metavar="VERSION",
-    help="The base-runner release to require and build on; default: this one.",
+    help="The base-runner release to require and build on; default: this one (a checkout's, with a PATH).",
+)
+@click.option(
+    "--runner-from",
+    metavar="pypi|git|PATH",
+    help="Where the generated CI and README install base-runner from: PyPI, the release's git tag "
+    "(default, works before the release is on PyPI), or a local checkout's folder.",
 )
 @reports_errors
-def new(slug: str, directory: Path | None, runner_image: str | None, runner_version: str | None) -> None:
+def new(
+    slug: str, directory: Path | None, runner_image: str | None, runner_version: str | None, runner_from: str | None
+) -> None:
     """Create a challenge package: plugin, tests, Dockerfile and CI that publishes its image."""
-    from .._authoring import release
     from .._authoring.scaffold import Runner, create
 
-    runner = Runner(version=runner_version or release.release_version(), image=runner_image or release.IMAGE)
+    runner = Runner.of(runner_version, runner_image, runner_from)
     names, target, _files = create(slug, directory, runner)
+    requirement = runner.requirement(target)
     click.echo(f"created {names.distribution} in {target}: challenge {names.slug}, package {names.module}")
-    click.echo(f"next: cd {target} && pip install -e '.[dev]' && pytest && base-runner check --challenge {slug}")
+    click.echo(
+        f"next: cd {target} && pip install '{requirement}' && pip install -e '.[dev]' && pytest "
+        f"&& base-runner check --challenge {slug}"
+    )
+    if isinstance(runner.source, Path) and not runner.source.is_relative_to(target.resolve()):
+        click.echo(
+            f"note: .github/workflows/ci.yml installs base-runner from {requirement.removesuffix('[testing]')}, "
+            "outside the package, which GitHub's CI will not have: use a checkout inside it (a git submodule) "
+            "or --runner-from git"
+        )
 
 
 @main.command()
