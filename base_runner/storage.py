@@ -1,9 +1,11 @@
 """Files on the data volume: artifacts, analyzer output, uploads.
 
 Every path is checked to stay inside the data dir: ``..``, absolute paths,
-NUL bytes and symlinks that lead out are refused. Writes are atomic (a
-temporary file in the same folder, fsync, rename), so a crash leaves either
-the old file or the new one, never half of one::
+NUL bytes and symlinks that lead out are refused. Writes are atomic and
+durable (a temporary file in the same folder, fsync, rename, fsync of the
+folder and of every folder created for it): a crash leaves either the old
+file or the new one, never half of one, and a power cut after the write
+returned loses nothing::
 
     from base_runner import storage
 
@@ -15,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from ._storage import durable
 
 _root: Path | None = None
 
@@ -76,30 +79,14 @@ def atomic_writer(target: str | os.PathLike[str], mode: str = "wb", **open_args:
     """Open a temporary file beside ``target``; on a clean exit it replaces ``target``.
 
     For streaming writes (uploads). On an exception the temporary file is
-    removed and ``target`` is left as it was. Parent folders are created.
+    removed and ``target`` is left as it was. Missing folders are created;
+    once the block exits, the file and its folders are on disk.
 
     :param target: a path from :func:`path`, or relative to the data dir.
     :param mode: ``"wb"`` or ``"w"``.
     """
-    final = _inside(target)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, mode, **open_args) as handle:  # type: ignore[call-overload]
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    # The rename is durable only once the folder itself is on disk.
-    folder = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    with durable.atomic_writer(_inside(target), root(), mode, **open_args) as handle:
+        yield handle
 
 
 def write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:

@@ -347,8 +347,17 @@ def serve(mount: Path, state: Path) -> None:
 
         def statfs(self, path: str) -> dict[str, int]:
             blocks = 1 << 24  # 64 GiB of 4 KiB blocks, all free: the runner checks the space it has
-            return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": blocks, "f_bfree": blocks, "f_bavail": blocks,
-                    "f_files": 1 << 20, "f_ffree": 1 << 20, "f_favail": 1 << 20, "f_namemax": 255}
+            return {
+                "f_bsize": 4096,
+                "f_frsize": 4096,
+                "f_blocks": blocks,
+                "f_bfree": blocks,
+                "f_bavail": blocks,
+                "f_files": 1 << 20,
+                "f_ffree": 1 << 20,
+                "f_favail": 1 << 20,
+                "f_namemax": 255,
+            }
 
     def _call(method, *args):  # type: ignore[no-untyped-def]
         try:
@@ -375,7 +384,7 @@ def unavailable() -> str | None:
         return "FUSE is missing: no fusermount3 (Debian: apt-get install fuse3; .ci/install-fuse does it)"
     try:
         import mfusepy  # noqa: F401 - loads libfuse
-    except (ImportError, OSError, EnvironmentError) as exc:
+    except (ImportError, OSError) as exc:
         return f"FUSE is missing: mfusepy cannot load libfuse ({exc}; Debian: apt-get install libfuse3-3)"
     return None
 

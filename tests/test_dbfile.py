@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import logged, run_cli, tracebacks
 from loopfs import loop_fs
 from wire_schemas import ErrorResponse, reasons_of
@@ -146,3 +148,34 @@ def test_unclean_stop_whose_wal_is_gone_is_said_loudly(sites: dict[str, Path], t
     third = server(args, [sites["testbed"]])
     assert "did not stop cleanly" not in third.output()
     assert third.stop() == 0
+
+
+@pytest.mark.parametrize(("content", "why"), [("", "it is empty"), ('{"datab', "it is not a JSON object")])
+def test_an_unreadable_record_after_a_crash_is_unknown_never_new(
+    sites: dict[str, Path], tmp_path: Path, server, content: str, why: str
+) -> None:
+    args = [*FAULTS, "--data-dir", str(tmp_path)]
+    served = server(args, [sites["testbed"]])
+    with served.client() as client:
+        assert len(write_rows(client, range(1, 11))[0]) == 10
+    served.stop(signal.SIGKILL)
+    record = tmp_path / ".base-runner-db.json"
+    record.write_text(content)  # what a power cut left of it on a runner before 0.2.0
+
+    again = server(args, [sites["testbed"]])
+    database = tmp_path / "challenge.sqlite3"
+    (found,) = logged(again.records(), f"the runner's record {record} is unreadable ({why})", "WARNING")
+    assert f"{database} exists, and whether the previous runner stopped cleanly is unknown" in found["message"]
+    assert logged(again.records(), "the previous runner on this data dir (pid unknown) did not stop cleanly")
+    assert not logged(again.records(), "treating the data dir as new")
+    assert again.stop() == 0
+    assert json.loads(record.read_text()) == {"database": str(database), "running": None}, "rewritten whole"
+
+    # Unreadable again, and the database gone: the runner still knows one was here, and refuses.
+    record.write_text(content)
+    database.unlink()
+    refused = server(args, [sites["testbed"]], wait=False)
+    assert refused.proc.wait(30) == 2
+    assert logged(refused.records(), f"{database} is missing, and whether the previous runner stopped cleanly")
+    assert "is gone: starting would create an empty one" in refused.output()
+    assert not database.exists()

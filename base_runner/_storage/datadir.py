@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .._core.errors import ConfigError
+from . import durable
 
 log = logging.getLogger("base_runner")
 
@@ -42,7 +43,7 @@ class DataDirLock:
 
     def acquire(self, wait: float) -> None:
         """Take the lock, waiting up to ``wait`` seconds; raise :class:`ConfigError` (exit 2) naming the holder."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = durable.open_file(self.path, self.data_dir)
         deadline = time.monotonic() + wait
         waiting = False
         while True:
@@ -66,8 +67,13 @@ class DataDirLock:
                     )
                     waiting = True
                 time.sleep(_POLL)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        except OSError as exc:
+            # Who holds the lock is for the operator's eyes; the lock holds without it. A full volume is
+            # reported next, by the database's free-space check, with what to do.
+            log.warning("cannot write the lock holder into %s: %s", self.path, exc.strerror)
         self._fd = fd
 
     def release(self) -> None:

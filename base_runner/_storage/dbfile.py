@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .._core.errors import ConfigError
 from .._core.settings import RunnerSettings, database_path
+from . import durable
 
 log = logging.getLogger("base_runner")
 
@@ -63,6 +64,7 @@ class DatabaseFile:
     def __init__(self, path: Path, data_dir: Path, min_free: int) -> None:
         self.path = path
         self.folder = path.parent
+        self.data_dir = data_dir
         self.record = data_dir / RECORD_FILE
         self.min_free = min_free
         self._identity: tuple[int, int] | None = None
@@ -72,43 +74,70 @@ class DatabaseFile:
         """The database file ``settings`` name, recorded in their data dir."""
         return cls(database_path(settings), settings.data_dir, int(settings.min_free_mb * _MB))
 
-    def _read_record(self) -> dict[str, object]:
+    def _read_record(self) -> tuple[dict[str, object] | None, str]:
+        """The record (``{}`` when there is none: a new data dir), or ``None`` and why it cannot be read."""
         try:
-            record = json.loads(self.record.read_text())
+            text = self.record.read_text()
         except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("cannot read %s (%s); treating the data dir as new", self.record, exc)
-            return {}
-        return record if isinstance(record, dict) else {}
+            return {}, ""
+        except OSError as exc:
+            return None, str(exc.strerror)
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            return None, "it is empty" if not text.strip() else "it is not a JSON object"
+        return record, ""
 
     def _write_record(self, running: int | None) -> None:
-        temporary = self.record.with_name(self.record.name + ".tmp")
-        temporary.write_text(json.dumps({"database": str(self.path), "running": running}) + "\n")
-        os.replace(temporary, self.record)
+        record = json.dumps({"database": str(self.path), "running": running}) + "\n"
+        durable.write_atomic(self.record, record.encode(), self.data_dir)
 
     def check_before_open(self, *, create: bool = False) -> None:
         """Refuse (:class:`ConfigError`, exit 2) to open a database the runner must not open.
+
+        An unreadable record (a disk fault, a power cut on a runner older than
+        0.2.0) is taken as "a database was here, its stop unknown", never as a
+        new data dir: the runner keeps refusing to start without its database.
 
         :param create: the operator asked for a new database (``db init``)
             where the data dir's record names one that is gone.
         """
         self._check_space()
-        record = self._read_record()
+        record, unreadable = self._read_record()
+        exists = self.path.exists()
+        if record is None:
+            # The runner writes its record only once it has opened a database: one that exists tells of one.
+            log.warning(
+                "the runner's record %s is unreadable (%s): the data dir held a database; %s %s, and whether "
+                "the previous runner stopped cleanly is unknown",
+                self.record,
+                unreadable,
+                self.path,
+                "exists" if exists else "is missing",
+            )
+            record = {"database": str(self.path), "running": "unknown"}
         had = record.get("database")
-        if had is not None and not self.path.exists() and not create:
+        if had is not None and not exists and not create:
             raise ConfigError(
                 f"the database {had} this data dir held is gone: starting would create an empty one and serve "
                 "empty weights. Restore it from a backup, or run `base-runner db init` to start a new, empty database"
             )
         running = record.get("running")
-        if running is not None and self.path.exists():
+        if running is not None and exists:
             wal = self.path.with_name(self.path.name + "-wal")
             if wal.exists():
                 log.warning(
                     "the previous runner on this data dir (pid %s) did not stop cleanly; SQLite recovers its "
                     "committed writes from %s",
                     running,
+                    wal,
+                )
+            elif running == "unknown":
+                log.warning(
+                    "no write-ahead log %s: if the previous runner stopped cleanly, nothing is lost; if not, "
+                    "what it acknowledged since its last checkpoint is",
                     wal,
                 )
             else:
@@ -138,7 +167,14 @@ class DatabaseFile:
     def stopped(self) -> None:
         """Record a clean stop: the WAL was checkpointed and the connections closed."""
         if self._identity is not None and self.identity_problem() is None:
-            self._write_record(running=None)
+            try:
+                self._write_record(running=None)
+            except OSError as exc:
+                log.warning(
+                    "could not record the clean stop in %s (%s): the next start warns of an unclean one",
+                    self.record,
+                    exc.strerror,
+                )
 
     def identity_problem(self) -> str | None:
         """Why the file at the path is not the one the runner opened; ``None`` when it is (or none was opened)."""

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .._core.errors import ConfigError
+from . import durable
 from .datadir import DataDirLock
 
 #: Where backups go, under the data dir.
@@ -34,7 +35,7 @@ class Applied:
 
 def _backup(conn: sqlite3.Connection, data_dir: Path, database: Path) -> Path:
     folder = data_dir / BACKUPS
-    folder.mkdir(exist_ok=True)
+    durable.make_dirs(folder, data_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = folder / f"{database.name}.{stamp}.bak"
     copy = sqlite3.connect(target)
@@ -42,6 +43,7 @@ def _backup(conn: sqlite3.Connection, data_dir: Path, database: Path) -> Path:
         conn.backup(copy)  # a consistent copy, the WAL's committed pages included
     finally:
         copy.close()
+    durable.sync(target, data_dir)
     return target
 
 
