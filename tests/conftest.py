@@ -18,7 +18,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +228,17 @@ def tracebacks(records: list[LogRecord]) -> list[LogRecord]:
 def alarms(records: list[LogRecord]) -> list[LogRecord]:
     """What says something went wrong: a record at ERROR or above or with a traceback, a line that is not JSON."""
     return [r for r in records if isinstance(r, str) or r["level"] in ALARM_LEVELS or "exception" in r]
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+    """``check()``'s first true result, polled until ``timeout`` seconds have passed; then an AssertionError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Served, logged, start_server
+from conftest import Served, eventually, logged, start_server
 from forgetfs import ForgetfulFs, forgetful_fs, unavailable
 from master_double import MasterDouble
 
@@ -245,16 +245,6 @@ def master_double() -> Iterator[MasterDouble]:
         double.release.set()
         if double._server is not None:
             double.stop()
-
-
-def eventually(check, what: str, timeout: float = 20):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def at_least(acknowledged: Acknowledged, count: int) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import logged, run_cli
+from conftest import eventually, logged, run_cli
 from loopfs import loop_fs
 from master_double import MasterDouble
 
@@ -64,16 +64,6 @@ def failing(client, error: str) -> dict | None:
     """The pusher's state once its error says ``error``, else ``None``."""
     state = pusher_state(client)
     return state if state and error in (state["error"] or "") else None
-
-
-def eventually(check, what: str, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_serve_pushes_what_it_serves_and_a_new_revision_when_it_changes(

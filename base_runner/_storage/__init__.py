@@ -1,1 +1,1 @@
-"""The database and the data dir: the engine and its driver, the write gate, the file's checks and repairs, durable writes."""
+"""The database and the data dir: engine and driver, write gate, the file's checks and repairs, durable writes."""
