@@ -7,6 +7,7 @@ are short (settings and the lab's task options) so that each test takes seconds.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SERVE_TOKEN, Served, logged
+from conftest import SERVE_TOKEN, Served, logged, run_cli
 
 MASTER = {"Authorization": f"Bearer {SERVE_TOKEN}", "X-Base-Challenge-Slug": "jobs-lab"}
 FAST = {"CHALLENGE_JOBS_LEASE": "1", "CHALLENGE_JOBS_GRACE": "0.5"}
@@ -219,3 +220,52 @@ def test_cancel_stops_a_running_job_and_a_queued_one_never_runs(lab: Callable[..
     assert [(a["job"], a["ended"] is not None) for a in runs] == [(running["job_id"], True)]  # it saw CancelledError
     assert logged(served.records(), f"job {running['job_id']} evaluate attempt 1/3 cancelled")
     assert served.stop() == 0
+
+
+def test_the_jobs_commands_list_show_retry_and_cancel_beside_the_running_server(
+    lab: Callable[..., Served],
+) -> None:
+    served = lab()
+
+    def cli(*args: str) -> Any:
+        return run_cli("jobs", *args, "--url", served.url, CHALLENGE_SHARED_TOKEN=SERVE_TOKEN)
+
+    dead = submit(served, behaviour="permanent")
+    wait_for(finished(served, dead["job_id"], "dead"), what="the job's death")
+    running = submit(served, behaviour="sleep:20")
+    wait_for(lambda: job(served, running["job_id"])["state"] == "running", what="the job's start")
+
+    listed = cli("list", "--state", "dead")
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split()[:4] == ["ID", "TASK", "STATE", "ATTEMPTS"]
+    assert row.split()[:4] == [dead["job_id"], "evaluate", "dead", "1"] and "Permanent: submission" in row
+    shown = cli("show", dead["job_id"])
+    assert shown.returncode == 0 and "Traceback (most recent call last)" in shown.stdout
+    assert f'"submission_id": {dead["submission_id"]}' in shown.stdout
+
+    cancelled = cli("cancel", running["job_id"], "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["state"] == "cancelled"
+    runs = [a for a in attempts(served)["attempts"] if a["job"] == running["job_id"]]
+    assert [a["ended"] is not None for a in runs] == [True]  # its task saw CancelledError and unwound
+
+    # The dead job runs again, with its attempts counted afresh: Permanent ends it once more.
+    retried = cli("retry", dead["job_id"])
+    assert retried.returncode == 0 and f"job {dead['job_id']}: evaluate, queued" in retried.stdout
+    wait_for(lambda: len([a for a in attempts(served)["attempts"] if a["job"] == dead["job_id"]]) == 2)
+    wait_for(finished(served, dead["job_id"], "dead"), what="the retried job's death")
+    done = submit(served)
+    wait_for(finished(served, done["job_id"]), what="a job's success")
+    refused = cli("retry", done["job_id"])
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"base-runner: error: job {done['job_id']} is succeeded; only a dead or cancelled job can be retried"
+    )
+    missing = cli("show", "999999")
+    assert missing.returncode == 1 and "no job 999999" in missing.stderr
+    wrong = run_cli("jobs", "list", "--url", served.url, CHALLENGE_SHARED_TOKEN="not-the-token")
+    assert wrong.returncode == 2 and "refused the token" in wrong.stderr
+    assert served.stop() == 0
+    gone = cli("list")
+    assert gone.returncode == 3 and "is the instance running?" in gone.stderr

@@ -24,6 +24,7 @@ from .. import __version__
 from .._core.errors import PluginError
 from .._core.text import plural
 from .db_commands import db
+from .jobs_commands import jobs
 from .options import (
     challenge_option,
     data_dir_option,
@@ -327,4 +328,5 @@ def status(url: str | None, as_json: bool, timeout: float) -> None:
 
 
 main.add_command(db)
+main.add_command(jobs)
 main.add_command(push)

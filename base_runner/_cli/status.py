@@ -64,10 +64,11 @@ class Status:
         }
 
 
-def _get(url: str, timeout: float, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
+def request(url: str, timeout: float, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, bytes]:
+    """``method`` on ``url``: the status and body, of an error answer too; :class:`Unreachable` when none."""
+    asked = urllib.request.Request(url, headers=headers or {}, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the operator's URL
+        with urllib.request.urlopen(asked, timeout=timeout) as response:  # noqa: S310 - the operator's URL
             return response.status, response.read()
     except urllib.error.HTTPError as answer:
         return answer.code, answer.read()
@@ -93,9 +94,9 @@ def read(url: str, token: str | None, timeout: float = 5.0) -> Status:
     :class:`~base_runner.ConfigError` when the metrics refuse the token.
     """
     base = url.rstrip("/")
-    ready_status, _ = _get(base + "/ready", timeout)
+    ready_status, _ = request(base + "/ready", timeout)
     # The same checks as /ready, with their reasons.
-    code, body = _get(base + STATUS_PATH, timeout)
+    code, body = request(base + STATUS_PATH, timeout)
     try:
         readiness = json.loads(body)
     except ValueError:
@@ -106,7 +107,7 @@ def read(url: str, token: str | None, timeout: float = 5.0) -> Status:
             "status needs the master's token to read the metrics: set CHALLENGE_SHARED_TOKEN or "
             "CHALLENGE_SHARED_TOKEN_FILE as for serve"
         )
-    code, text = _get(base + METRICS_PATH, timeout, {"Authorization": f"Bearer {token}"})
+    code, text = request(base + METRICS_PATH, timeout, {"Authorization": f"Bearer {token}"})
     if code in (401, 403):
         raise ConfigError(f"{base}{METRICS_PATH} refused the token ({code}): is it this instance's master token?")
     if code != 200:
