@@ -269,3 +269,17 @@ def test_the_jobs_commands_list_show_retry_and_cancel_beside_the_running_server(
     assert served.stop() == 0
     gone = cli("list")
     assert gone.returncode == 3 and "is the instance running?" in gone.stderr
+
+
+def test_the_loop_watchdog_names_the_job_whose_task_blocked_the_loop(lab: Callable[..., Served]) -> None:
+    served = lab(CHALLENGE_LOOP_STALL="0.5")
+    blocking = submit(served, behaviour="block:2")
+    wait_for(finished(served, blocking["job_id"]), what="the blocking job's end")
+    with served.client() as client:
+        reasons = client.get("/internal/status").json()["checks"]["loop"]["reasons"]
+    (reason,) = reasons
+    assert reason.startswith("the event loop was blocked for ")
+    # Where the loop thread was, and in which job: the task named for it.
+    assert "in evaluate (" in reason and "jobs_lab.py" in reason
+    assert f", in job {blocking['job_id']} (evaluate): every request waited" in reason
+    assert served.stop() == 0

@@ -34,6 +34,19 @@ def _where(frame: object) -> str:
     return f"{summary.name} ({summary.filename}:{summary.lineno})"
 
 
+def _task(loop: asyncio.AbstractEventLoop | None) -> str:
+    """``, in <task>`` for the task running on ``loop`` when it has a name of its own (a job's), else nothing.
+
+    Read from the watchdog's thread: the loop is blocked, so its current task cannot change meanwhile.
+    """
+    try:
+        task = asyncio.current_task(loop) if loop is not None else None
+    except RuntimeError:
+        return ""
+    name = task.get_name() if task is not None else ""
+    return "" if not name or name.startswith("Task-") else f", in {name}"
+
+
 class LoopWatchdog:
     """Beats in the loop every ``stall / 4`` seconds; a thread reports a beat that is ``stall`` seconds late."""
 
@@ -42,6 +55,7 @@ class LoopWatchdog:
         self._stall = stall
         self._beat = time.monotonic()
         self._loop_thread = threading.get_ident()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._where: str | None = None
         self._clear_at: float | None = None
@@ -49,6 +63,7 @@ class LoopWatchdog:
     async def run(self) -> None:
         """The heartbeat; run it as a task on the loop for as long as the app lives."""
         self._loop_thread = threading.get_ident()
+        self._loop = asyncio.get_running_loop()
         watcher = threading.Thread(target=self._watch, name="base-runner-loop-watchdog", daemon=True)
         watcher.start()
         try:
@@ -79,7 +94,7 @@ class LoopWatchdog:
             frame = sys._current_frames().get(self._loop_thread)
             if frame is None:
                 continue
-            self._where = _where(frame)
+            self._where = _where(frame) + _task(self._loop)
             stack = "".join(traceback.format_stack(frame))
             log.error("the event loop has been blocked for %.1fs; the loop thread is at:\n%s", late, stack.rstrip())
             self._runtime.problems[_KEY] = f"the event loop is blocked in {self._where}"
