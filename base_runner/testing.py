@@ -10,12 +10,13 @@ Fixtures: ``challenge_slug`` (override it in your ``conftest.py``),
 ``challenge_data_dir``, ``challenge_settings``, ``challenge_app``,
 ``challenge_client``, ``master_client``, ``owner_client``,
 ``bridge_client``, ``challenge_session``, ``challenge_owner_settings``,
-``executor_recorder``; helper: :func:`assert_valid_weights`. ``docs/authoring.md`` documents each.
+``executor_recorder``, ``run_jobs``, ``job_state``; helper: :func:`assert_valid_weights`.
+``docs/authoring.md`` documents each.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from ._core.settings import RunnerSettings
     from ._executor.recorder import ExecutorRecorder
+    from .jobs import JobInfo
 
 #: The master token the fixtures configure and ``master_client`` sends.
 MASTER_TOKEN = "test-master-token"
@@ -37,7 +39,16 @@ OWNER_TOKEN = "test-owner-token"
 BRIDGED_HOTKEY = "5BridgedMinerHotkey"
 
 _ASYNC_FIXTURES = frozenset(
-    {"challenge_app", "challenge_client", "challenge_session", "master_client", "owner_client", "bridge_client"}
+    {
+        "challenge_app",
+        "challenge_client",
+        "challenge_session",
+        "master_client",
+        "owner_client",
+        "bridge_client",
+        "run_jobs",
+        "job_state",
+    }
 )
 
 
@@ -81,13 +92,17 @@ def challenge_settings(challenge_data_dir: Path, tmp_path: Path) -> RunnerSettin
 async def challenge_app(
     anyio_backend: str, challenge_slug: str | None, challenge_settings: RunnerSettings
 ) -> AsyncIterator[FastAPI]:
-    """The challenge's app on ``challenge_settings``: started (tables created, ``lifespan`` entered), stopped after."""
+    """The challenge's app on ``challenge_settings``: started (tables created, ``lifespan`` entered), stopped after.
+
+    Its jobs run only when the test calls :func:`run_jobs`, so a test sees each step in order.
+    """
     from ._http.app import bind, create_app
     from ._plugins.plugins import load, select
 
     loaded = load(select(challenge_slug))
     bind(challenge_settings)
     app = create_app(loaded, challenge_settings)
+    app.state.jobs.autorun = False
     async with app.router.lifespan_context(app):
         yield app
 
@@ -193,6 +208,34 @@ async def challenge_session(challenge_app: FastAPI) -> AsyncIterator[AsyncSessio
 
     async with database.session() as session:
         yield session
+
+
+@pytest.fixture
+def run_jobs(challenge_app: FastAPI) -> Callable[[], Awaitable[list[JobInfo]]]:
+    """``await run_jobs()``: run every queued job to its end, in the test, and return each in its final state.
+
+    Jobs run one at a time, each attempt with its retries, until no job is
+    queued; when none is due, time moves forward to the next one (a
+    ``delay``, a retry's backoff), so a test never waits for it. Jobs that
+    tasks enqueue run too. Returns a :class:`~base_runner.jobs.JobInfo` for
+    each job that ran, in the order they first ran.
+    """
+    scheduler = challenge_app.state.jobs
+
+    async def run() -> list[JobInfo]:
+        return [await scheduler.info(job_id) for job_id in await scheduler.run_until_idle()]
+
+    return run
+
+
+@pytest.fixture
+def job_state(challenge_app: FastAPI) -> Callable[[str], Awaitable[JobInfo]]:
+    """``await job_state(job_id)``: the job as the database holds it (a :class:`~base_runner.jobs.JobInfo`).
+
+    ``state`` (``queued``, ``running``, ``succeeded``, ``dead``, ``cancelled``), ``attempts``,
+    ``error`` and ``traceback`` of the last failure, ``progress``, ``args``, ``key``, ...
+    """
+    return challenge_app.state.jobs.info  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -287,8 +287,11 @@ def create_app(
     runtime.probes["auth:token"] = lambda: token_problem(auth)
 
     def jobs_problem() -> str | None:
+        queue: dict[str, dict[str, int]] = {}
+        for (task, state), count in sorted(scheduler.depth.items()):
+            queue.setdefault(task, {})[state] = count
         runtime.details["jobs"] = {
-            "queue": {f"{task}:{state}": count for (task, state), count in sorted(scheduler.depth.items())},
+            "queue": queue,
             "oldest_due_seconds": {task: round(age, 3) for task, age in sorted(scheduler.oldest_due.items())},
         }
         return scheduler.problem()

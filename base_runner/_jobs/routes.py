@@ -46,7 +46,7 @@ def operator_router(scheduler: Scheduler) -> APIRouter:
             return error_response(
                 422, "validation_failed", f"unknown state {unknown[0][:40]!r}; states: {', '.join(STATES)}"
             )
-        found = await scheduler.list(state, task, limit)
+        found = await scheduler.listing(state, task, limit)
         return {"jobs": [{k: v for k, v in job.as_json().items() if k != "traceback"} for job in found]}
 
     @router.get("/{job_id}")

@@ -771,7 +771,7 @@ class Scheduler:
             raise JobNotFound(f"no job {job_id}: never enqueued, or pruned after its retention")
         return JobInfo.of(row)
 
-    async def list(self, states: Iterable[str] = (), task: str | None = None, limit: int = 100) -> list[JobInfo]:
+    async def listing(self, states: Iterable[str] = (), task: str | None = None, limit: int = 100) -> list[JobInfo]:
         query = select(T).order_by(T.c.id.desc()).limit(limit)
         states = list(states)
         if states:
@@ -838,25 +838,29 @@ class Scheduler:
 
     # -- the test fixtures' way: every due job, one at a time, in the test's own task
 
-    async def run_until_idle(self, limit: int = 10_000) -> int:
-        """Run queued jobs one at a time until none is left, moving the clock to each delayed one.
+    async def run_until_idle(self, limit: int = 10_000) -> list[str]:
+        """Run queued jobs one at a time until none is left, moving the clock forward to each delayed one.
 
-        Returns the number of attempts run. Raises :class:`RuntimeError`
-        after ``limit`` attempts (a task that enqueues itself forever).
+        Returns the ids of the jobs that ran, in the order they first ran.
+        Raises :class:`RuntimeError` after ``limit`` attempts (a task that
+        enqueues itself forever).
         """
+        ran: dict[str, None] = {}
         runs = 0
         while True:
             claimed = await self._claim(dict.fromkeys(self.tasks, 1), free=1)
             if not claimed:
                 due = await self._next_due(self.tasks)
                 if due is None:
-                    return runs
+                    await self._refresh()  # no tick counts the queue here: /internal/status shows it as it is now
+                    return list(ran)
                 self.offset += max(0.0, due - self.now()) + 1e-3
                 continue
             runs += 1
             if runs > limit:
                 raise RuntimeError(f"jobs still queued after {limit} attempts: does a task enqueue itself forever?")
             attempt = self._start(claimed[0])
+            ran[str(attempt.id)] = None
             assert attempt.supervisor is not None
             await attempt.supervisor
 
