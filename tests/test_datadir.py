@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import tracebacks
+from conftest import logged, tracebacks
 
 
 def test_a_second_runner_waits_then_exits_2_naming_the_holder(sites: dict[str, Path], tmp_path: Path, server) -> None:
@@ -70,3 +70,7 @@ def test_ready_says_no_master_token_is_configured(sites: dict[str, Path], tmp_pa
         token_file.write_text("now-mounted\n")
         assert client.get("/ready").status_code == 200
     assert served.stop() == 0
+    # serve said why at its start, once: what it means and how to set it.
+    (line,) = logged(served.records(), "no master token is configured", "WARNING")
+    assert "/health answers unhealthy and /ready false: the master cannot pull the weights" in line["message"]
+    assert "CHALLENGE_SHARED_TOKEN=dev-token" in line["message"] and str(token_file) in line["message"]

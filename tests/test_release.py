@@ -106,15 +106,20 @@ def test_a_bad_runner_option_writes_nothing(tmp_path: Path, option: str, value: 
     assert not (tmp_path / "p").exists()
 
 
-def test_installing_a_checkout_writes_nothing_into_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("project", [".", "plugins/example", "plugins/bounty"])
+def test_installing_a_checkout_writes_nothing_into_it(tmp_path: Path, project: str) -> None:
+    # The README's quick start installs the runner and plugins/example from the checkout.
     checkout = tmp_path / "checkout"
     shutil.copytree(
-        ROOT,
+        ROOT / project,
         checkout,
         ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build", "dist", ".*cache"),
     )
     before = sorted(p.relative_to(checkout) for p in checkout.rglob("*"))
     install(checkout, tmp_path / "site")
     assert sorted(p.relative_to(checkout) for p in checkout.rglob("*")) == before
-    assert (tmp_path / "site" / "base_runner" / "_authoring" / "release.py").is_file()
-    assert (tmp_path / "site" / "base_runner" / "py.typed").is_file()
+    installed = {"plugins/example": "example_challenge/plugin.py", "plugins/bounty": "bounty_challenge/plugin.py"}
+    for path in (
+        [installed[project]] if project in installed else ["base_runner/_authoring/release.py", "base_runner/py.typed"]
+    ):
+        assert (tmp_path / "site" / path).is_file(), path

@@ -46,6 +46,7 @@ def test_master_deploys_and_calls_the_example(sites: dict[str, Path], tmp_path: 
         CHALLENGE_SHARED_TOKEN_FILE=str(secrets / "challenge_token"),
     )
     assert readiness_gate(served.url, "example", "0.1.0"), served.output()
+    assert not logged(served.records(), "no master token")
     with served.client() as client:
         assert client.get("/ready").status_code == 200
         assert client.post("/submissions", json={"hotkey": "5Miner", "score": 42}).status_code == 201

@@ -219,6 +219,13 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         version = sqlite_version()
         log.info("challenge %s %s on base-runner %s, SQLite %s", slug, loaded.version, __version__, version)
+        if (missing := token_problem(auth)) is not None:
+            # A newcomer's first /health says unhealthy with no reason in its body: say why once, here.
+            log.warning(
+                "%s. Until then /health answers unhealthy and /ready false: the master cannot pull the weights "
+                "(miners' requests are still served). On a laptop, any token will do: CHALLENGE_SHARED_TOKEN=dev-token",
+                missing,
+            )
         if has_wal_reset_bug(version):
             # Not a warning: one writer connection, and the data dir's lock keeps a second runner out.
             log.debug("SQLite %s has the WAL-reset bug; one writer connection per process rules it out", version)
