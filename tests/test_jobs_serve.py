@@ -11,9 +11,11 @@ import json
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import SERVE_TOKEN, Served, logged, run_cli
 
@@ -187,6 +189,26 @@ def test_sigterm_during_a_job_exits_0_soon_and_the_job_completes_after_restart_u
     done = wait_for(finished(restarted, slow["job_id"]), what="the job's success after the restart")
     assert done["attempts"] == 1
     assert restarted.stop() == 0
+
+
+def test_sigterm_runs_the_jobs_grace_while_requests_drain_so_both_fit_in_10_s(lab: Callable[..., Served]) -> None:
+    # Default grace (5 s) and uvicorn's own 8 s for requests: one after the other they would take 13 s.
+    served = lab(CHALLENGE_JOBS_GRACE="5")
+    slow = submit(served, behaviour="sleep:30")
+    wait_for(lambda: job(served, slow["job_id"])["state"] == "running", what="the job's start")
+    with ThreadPoolExecutor(1) as pool:
+        hanging = pool.submit(httpx.get, served.url + "/lab/slow", params={"seconds": 30}, timeout=30)
+        time.sleep(0.3)  # the request is in flight
+        stopping = time.monotonic()
+        assert served.stop(signal.SIGTERM, timeout=15) == 0
+        took = time.monotonic() - stopping
+        try:
+            cut = hanging.result().status_code
+        except httpx.HTTPError as exc:
+            cut = type(exc).__name__
+    assert took < 10, took
+    assert cut != 200, "the request was cut at uvicorn's 8 s, not served"
+    assert logged(served.records(), f"job {slow['job_id']} evaluate attempt 1/3 requeued")
 
 
 def test_a_task_that_outlives_its_lease_tenfold_never_runs_twice_at_once(lab: Callable[..., Served]) -> None:

@@ -141,6 +141,13 @@ def serve(
     )
     runtime = app.state.runtime
     runtime.on_fatal = lambda: setattr(server, "should_exit", True)
+    exit_on = server.handle_exit
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        exit_on(sig, frame)
+        app.state.jobs.stop_soon()  # the jobs' grace runs while uvicorn drains the requests, not after
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
     # uvicorn re-raises SIGTERM/SIGINT to the previous handler once it has shut
     # down gracefully; without one here the process would die of the signal
     # (exit 143) instead of reporting a clean stop.

@@ -279,6 +279,8 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._stopper: asyncio.Task[None] | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._claims: dict[tuple[str, ...], Any] = {}
         self._last_prune = -math.inf
@@ -345,12 +347,29 @@ class Scheduler:
             return
         self.alive_at = time.monotonic()
         self._stopping = False
+        self._event_loop = asyncio.get_running_loop()
         self._loop_task = asyncio.create_task(self._loop(), name="base-runner:jobs")
         self._tick_task = asyncio.create_task(self._ticks(), name="base-runner:jobs-leases")
         try:
             yield
         finally:
-            await self._stop()
+            self._begin_stop()
+            assert self._stopper is not None
+            await self._stopper
+
+    def stop_soon(self) -> None:
+        """Stop claiming and start the shutdown grace now; safe to call from a signal handler.
+
+        ``serve`` calls it on SIGTERM, so that the grace runs while the server
+        drains its requests rather than after: both fit in Swarm's 10 s.
+        """
+        loop = self._event_loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._begin_stop)
+
+    def _begin_stop(self) -> None:
+        if self._stopper is None and self._loop_task is not None:
+            self._stopper = asyncio.create_task(self._stop(), name="base-runner:jobs-stop")
 
     def problem(self) -> str | None:
         """Why the scheduler is not working, for the ``jobs`` health check; ``None`` when it is."""

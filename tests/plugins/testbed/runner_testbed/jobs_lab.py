@@ -130,6 +130,13 @@ async def enqueue_serial(body: Serial, session: AsyncSession = Session) -> dict:
     return {"job_ids": ids}
 
 
+@router.get("/slow")
+async def slow(seconds: float) -> dict:
+    """A request that outlasts a shutdown, for the stop's time budget."""
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
 @router.get("/attempts")
 async def attempts() -> dict:
     async with database.session(readonly=True) as session:
