@@ -7,7 +7,7 @@ anyio's pytest plugin (shipped with anyio, which FastAPI depends on), so
 write them as plain ``async def`` tests.
 
 Fixtures: ``challenge_slug`` (override it in your ``conftest.py``),
-``challenge_data_dir``, ``challenge_settings``, ``challenge_app``,
+``challenge_data_dir``, ``challenge_settings``, ``challenge_env``, ``challenge_app``,
 ``challenge_client``, ``master_client``, ``owner_client``,
 ``bridge_client``, ``challenge_session``, ``challenge_owner_settings``,
 ``executor_recorder``, ``run_jobs``, ``job_state``; helper: :func:`assert_valid_weights`.
@@ -89,17 +89,59 @@ def challenge_settings(challenge_data_dir: Path, tmp_path: Path) -> RunnerSettin
 
 
 @pytest.fixture
+def challenge_env() -> dict[str, str]:
+    """Environment variables the challenge's settings read before the app starts; none by default.
+
+    Override it (in ``conftest.py``, a test module, or one test with
+    ``@pytest.mark.parametrize("challenge_env", [{...}])``): ``challenge_app``
+    sets them, then reads again every ``ChallengeSettings`` object held at module
+    level in the challenge's package, before its ``lifespan`` (and the workers
+    it starts) runs. Both are undone after the test.
+    """
+    return {}
+
+
+def _package_settings(module: str) -> list[Any]:
+    """Every ``ChallengeSettings`` object held at module level in the package of ``module``."""
+    import sys
+
+    from ._core.config import ChallengeSettings
+
+    package = module.partition(".")[0].partition(":")[0]
+    found: dict[int, Any] = {}
+    for name, loaded in list(sys.modules.items()):
+        if name == package or name.startswith(package + "."):
+            for value in vars(loaded).values():
+                if isinstance(value, ChallengeSettings):
+                    found[id(value)] = value
+    return list(found.values())
+
+
+@pytest.fixture
 async def challenge_app(
-    anyio_backend: str, challenge_slug: str | None, challenge_settings: RunnerSettings
+    anyio_backend: str,
+    challenge_slug: str | None,
+    challenge_settings: RunnerSettings,
+    challenge_env: Mapping[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[FastAPI]:
     """The challenge's app on ``challenge_settings``: started (tables created, ``lifespan`` entered), stopped after.
 
-    Its jobs run only when the test calls :func:`run_jobs`, so a test sees each step in order.
+    ``challenge_env`` is in the environment and the challenge's settings before it starts. Its jobs
+    run only when the test calls :func:`run_jobs`, so a test sees each step in order.
     """
     from ._http.app import bind, create_app
     from ._plugins.plugins import load, select
 
+    for name, value in challenge_env.items():
+        monkeypatch.setenv(name, value)
     loaded = load(select(challenge_slug))
+    if challenge_env:
+        # The package may have been imported by an earlier test, its settings read then.
+        for settings in _package_settings(loaded.challenge.module):
+            fresh = type(settings)()
+            for field in type(settings).model_fields:
+                monkeypatch.setattr(settings, field, getattr(fresh, field))
     bind(challenge_settings)
     app = create_app(loaded, challenge_settings)
     app.state.jobs.autorun = False
@@ -143,18 +185,7 @@ def challenge_owner_settings(challenge_app: FastAPI) -> list[Any]:
     By default every :class:`~base_runner.ChallengeSettings` instance held at
     module level in the challenge's package; override it to return your own.
     """
-    import sys
-
-    from ._core.config import ChallengeSettings
-
-    package = challenge_app.state.challenge.challenge.module.partition(".")[0].partition(":")[0]
-    found: dict[int, Any] = {}
-    for name, module in list(sys.modules.items()):
-        if name == package or name.startswith(package + "."):
-            for value in vars(module).values():
-                if isinstance(value, ChallengeSettings):
-                    found[id(value)] = value
-    return list(found.values())
+    return _package_settings(challenge_app.state.challenge.challenge.module)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
@@ -42,6 +44,23 @@ async def test_bridge_client_calls_as_the_masters_bridge(
     assert other.status_code == 200 and other.json()["miner_hotkey"] == "5Other"
     # Without the master's token the same request is refused: the fixture is what makes it the master's.
     assert (await challenge_client.post("/internal/v1/bridge/submissions", json=WORK)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "challenge_env", [{"CHALLENGE_CLOSE_INTERVAL": "0.05", "CHALLENGE_OWNER_TOKEN": "owner-from-env"}]
+)
+async def test_challenge_env_reaches_the_settings_before_the_worker_starts(
+    challenge_client: httpx.AsyncClient,
+) -> None:
+    owner = {"X-Owner-Token": "owner-from-env"}
+    late = {**PROJECT, "deadline_at": "2000-01-01T00:00:00Z"}
+    assert (await challenge_client.post("/admin/projects", json=late, headers=owner)).status_code == 200
+    # The closing worker started with the app: it sweeps every 0.05 s only if it read the value then,
+    # where a patch in the test's body would come after its first sweep and its 60 s sleep.
+    deadline = time.monotonic() + 10
+    while (await challenge_client.get("/projects/cli-ui")).json()["status"] != "completed":
+        assert time.monotonic() < deadline, "the worker did not sweep with CHALLENGE_CLOSE_INTERVAL=0.05"
+        await asyncio.sleep(0.05)
 
 
 def test_utc_datetime_reads_back_aware_in_utc() -> None:

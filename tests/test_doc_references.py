@@ -187,3 +187,23 @@ def test_the_link_reader_finds_each_form() -> None:
     text = '[a](x.md) ![b](img.svg "t") `[c](code.md)`\n```\n[d](fenced.md)\n```\n[e]: ref.md#part\n'
     assert list(links(text)) == ["x.md", "img.svg", "ref.md#part"]
     assert anchors("# A title: the `x`, y\n## A title: the `x`, y\n") == {"a-title-the-x-y", "a-title-the-x-y-1"}
+
+
+#: What an author reads: the guide and the SDK reference (docs/authoring.md links to sdk.md, ...).
+FOR_AUTHORS = [ROOT / "docs" / "authoring.md", ROOT / "docs" / "sdk.md", ROOT / "docs" / "contract.md"]
+
+
+@pytest.mark.parametrize("path", FOR_AUTHORS, ids=[p.name for p in FOR_AUTHORS])
+def test_author_docs_link_only_to_what_authors_read(path: Path) -> None:
+    # The docs, the changelog and the example challenges are written for authors; the runner's own
+    # tests lean on its conftest.py and internals, and neither ships in the wheel.
+    readable = [ROOT / "docs", ROOT / "plugins", ROOT / "README.md", ROOT / "CHANGELOG.md"]
+    elsewhere = []
+    for target in links(path.read_text()):
+        file = target.partition("#")[0]
+        if not file or re.match(r"[a-z][a-z0-9+.-]*:", file, re.IGNORECASE):
+            continue
+        resolved = (path.parent / unquote(file)).resolve()
+        if not any(resolved == place or resolved.is_relative_to(place) for place in readable):
+            elsewhere.append(target)
+    assert elsewhere == [], f"{path.name} links to files that are not for authors: {elsewhere}"
