@@ -46,3 +46,7 @@ from ._jobs.scheduler import Job, JobInfo, LeaseLost, enqueue
 from ._jobs.tasks import Permanent, Task, TaskError, task
 
 __all__ = ["Job", "JobInfo", "LeaseLost", "Permanent", "Task", "TaskError", "enqueue", "task"]
+
+# Shown where authors see them (signatures, reprs, tracebacks) under the name they import.
+for _public in (Job, JobInfo, LeaseLost, Permanent, Task, TaskError):
+    _public.__module__ = __name__

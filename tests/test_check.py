@@ -10,7 +10,7 @@ from conftest import run_cli
 
 from base_runner._plugins.plugins import HOOK_SHAPES
 
-CHECKS = ["load", "routes", "tables", "startup", "get_weights", "readiness gate", "master weights", "shutdown"]
+CHECKS = ["load", "routes", "tasks", "tables", "startup", "get_weights", "readiness gate", "master weights", "shutdown"]
 
 
 def test_a_good_challenge_passes_every_check_and_leaves_nothing_behind(sites: dict[str, Path], tmp_path: Path) -> None:
@@ -27,7 +27,8 @@ def test_a_good_challenge_passes_every_check_and_leaves_nothing_behind(sites: di
     lines = result.stdout.splitlines()
     assert [line.partition(":")[0] for line in lines[:-1]] == [f"PASS {check}" for check in CHECKS]
     assert lines[0] == "PASS load: example (example-challenge 0.1.0), hooks: get_weights, register_routers"
-    assert lines[2] == "PASS tables: created submissions"
+    assert lines[2] == "PASS tasks: the challenge registers no task"
+    assert lines[3] == "PASS tables: created submissions"
     assert lines[-1] == "example: every check passed"
     assert list(tmp_path.iterdir()) == []
 
@@ -55,6 +56,18 @@ def test_a_good_challenge_passes_every_check_and_leaves_nothing_behind(sites: di
             "GET /items/latest is shadowed by GET /items/{item_id}, declared before it: declare it first; "
             "POST /items is declared twice; the second never runs",
         ),
+        (
+            "bad-tasks",
+            "tasks",
+            "challenge bad-tasks (runner-testbed 2.5.0): register_tasks: evaluate is not a task: "
+            "decorate it with @jobs.task (from base_runner import jobs)",
+        ),
+        (
+            "unresolved-task",
+            "tasks",
+            "task evaluate: its annotations do not resolve (NameError: name 'Submission' is not defined); "
+            "import what they name",
+        ),
         ("failing-startup", "startup", "raised RuntimeError: the model file /data/model.bin is missing"),
         (
             "generator-lifespan",
@@ -81,6 +94,17 @@ def test_a_failing_check_is_one_line_with_the_reason(
     assert result.stderr.strip().splitlines()[-1] == f"{name}: 1 check failed; fix them before publishing"
     assert "Traceback" not in result.stdout + result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_lists_each_registered_task_with_its_options(sites: dict[str, Path], tmp_path: Path) -> None:
+    result = run_cli("check", "--challenge", "jobs-lab", sites=[sites["testbed"]], TMPDIR=str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (tasks,) = [line for line in result.stdout.splitlines() if line.startswith("PASS tasks:")]
+    assert tasks == (
+        "PASS tasks: evaluate(job: base_runner.jobs.Job, submission_id: int) -> None: 3 attempts, "
+        "timeout 30s, backoff 0.4s; serial(job: base_runner.jobs.Job, number: int) -> None: "
+        "1 attempt, timeout 600s, concurrency 1, backoff 5s"
+    )
 
 
 def test_a_get_weights_that_blocks_the_event_loop_fails_the_check(sites: dict[str, Path], tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from .._core.settings import DATABASE_FILE, RunnerSettings, load_settings, scrub
 from .._core.text import plural
 from .._core.wire import API_VERSION
 from .._http.app import bind, create_app
+from .._jobs.tasks import describe_task, task_hints_problem, tasks_of
 from .._observe.loopwatch import longest_stall
 from .._plugins.plugins import Challenge, LoadedChallenge, load, routers_of
 from .._storage.datadir import LOCK_FILE
@@ -167,6 +168,18 @@ async def _checks(challenge: Challenge, settings: RunnerSettings, token: str, ou
         outcomes.failed("routes", "; ".join(conflicts))
     else:
         outcomes.passed("routes", f"{len(routes)} routes, none on a path the runner serves, none shadowed")
+
+    try:
+        tasks = tasks_of(loaded)
+    except PluginError as exc:
+        outcomes.stop("tasks", str(exc))
+    problems = [problem for task in tasks.values() if (problem := task_hints_problem(task)) is not None]
+    if problems:
+        outcomes.failed("tasks", "; ".join(problems))
+    elif tasks:
+        outcomes.passed("tasks", "; ".join(describe_task(task) for task in tasks.values()))
+    else:
+        outcomes.passed("tasks", "the challenge registers no task")
 
     try:
         created = await database.create_all()

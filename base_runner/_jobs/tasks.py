@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import typing
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._core.errors import PluginError
+from .._core.text import plural
 
 if TYPE_CHECKING:
     from .._plugins.plugins import LoadedChallenge
@@ -157,6 +159,25 @@ def task_problem(candidate: Any) -> str | None:
         if parameter.name in ENQUEUE_OPTIONS:
             return f"task {name}: parameter {parameter.name} clashes with enqueue's own {parameter.name}=; rename it"
     return None
+
+
+def task_hints_problem(task: Task) -> str | None:
+    """Why the task's annotations do not resolve (a name its module never imports), or ``None``: ``check``'s."""
+    try:
+        typing.get_type_hints(task.function)
+    except Exception as exc:
+        return f"task {task.name}: its annotations do not resolve ({type(exc).__name__}: {exc}); import what they name"
+    return None
+
+
+def describe_task(task: Task) -> str:
+    """The task as ``check`` lists it: its signature and options."""
+    timeout = "no timeout" if task.timeout is None else f"timeout {task.timeout:g}s"
+    concurrency = "" if task.concurrency is None else f", concurrency {task.concurrency}"
+    return (
+        f"{task.name}{_shown(task.function)}: {plural(task.max_attempts, 'attempt')}, {timeout}{concurrency}, "
+        f"backoff {task.backoff:g}s"
+    )
 
 
 def registry(found: Iterable[Any]) -> dict[str, Task]:
