@@ -140,6 +140,7 @@ class TestChecks:
             "schema": "ok",
             "workers": "ok",
             "auth": "ok",
+            "jobs": "ok",
             "disk": "unhealthy",
         }
         health = await challenge_client.get("/health")
