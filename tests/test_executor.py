@@ -7,11 +7,13 @@ Debian's static busybox imported from a tarball, so nothing is pulled or built.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 from broker_double import BrokerDouble
+from conftest import SERVE_TOKEN, start_server
 from image_helpers import BUSYBOX, Engine, busybox_image
 
 from base_runner import RunnerSettings, executor
@@ -387,3 +390,62 @@ async def test_the_recorder_stands_in_for_docker_in_a_challenges_tests(
     executor_recorder.allowed_images = ()
     refused = await challenge_client.post("/evaluate", json={"hotkey": "5Miner", "answer": "1"})
     assert refused.status_code == 500 and len(executor_recorder.runs) == 1, "the rules hold under the recorder too"
+
+
+# -- in a real serve process -------------------------------------------------------------------------
+
+
+def test_a_job_runs_its_container_without_stalling_health_and_no_stop_leaves_one_behind(
+    docker_engine: Engine, image: str, sites: dict[str, Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {
+        "BASE_CHALLENGE_SLUG": "sandbox",
+        "DOCKER_HOST": docker_engine.env["DOCKER_HOST"],
+        "CHALLENGE_EXECUTOR_ALLOWED_IMAGES": image,
+    }
+    args = ["--data-dir", str(data)]
+    master = {"Authorization": f"Bearer {SERVE_TOKEN}", "X-Base-Challenge-Slug": "sandbox"}
+    served = start_server(args, [sites["testbed"]], tmp_path / "first.log", **env)
+
+    def running_container(client: httpx.Client, job: str) -> dict[str, str]:
+        while True:
+            for found in containers(docker_engine, "sandbox"):
+                shown = docker_engine.docker("inspect", "--format", "{{json .Config.Labels}}", found, check=False)
+                labels = json.loads(shown.stdout or "{}")
+                if labels.get("base.job") == job:
+                    return {"id": found, **labels}
+            assert client.get(f"/internal/v1/jobs/{job}", headers=master).json()["state"] in ("queued", "running")
+            time.sleep(0.1)
+
+    try:
+        with served.client() as client:
+            assert "docker_executor" in client.get("/version").json()["capabilities"]
+            job = client.post("/submit", json={"hotkey": "5Miner", "answer": "1", "think": 60}).json()["job_id"]
+            container = running_container(client, job)
+            assert (container["base.attempt"], container["base.task"]) == ("1", "judge")
+            # The run holds no thread of the loop: every probe answers at once while the container runs.
+            for _ in range(5):
+                assert client.get("/health", timeout=2).status_code == 200
+            status = client.get("/internal/status").json()["checks"]["executor"]
+            assert status["status"] == "ok" and status["required"] is False
+            assert status["backend"] == "docker" and status["runs"]["running"] == 1
+            cancelled = client.post(f"/internal/v1/jobs/{job}/cancel", headers=master)
+            assert cancelled.json()["state"] == "cancelled", cancelled.text
+            assert containers(docker_engine, "sandbox") == [], "cancelling the job removed its container"
+
+            job = client.post("/submit", json={"hotkey": "5Miner", "answer": "1", "think": 60}).json()["job_id"]
+            left = running_container(client, job)["id"]
+        served.stop(signal.SIGKILL)
+        assert containers(docker_engine, "sandbox") == [left], "a killed runner cannot remove its container"
+        served = start_server(args, [sites["testbed"]], tmp_path / "second.log", **env)
+        assert left not in containers(docker_engine, "sandbox"), "the next start removed it"
+        with served.client() as client:
+            assert running_container(client, job)["base.attempt"] == "2", "its job runs again"
+        assert served.stop() == 0
+        assert containers(docker_engine, "sandbox") == [], "SIGTERM put the job back and removed its container"
+    finally:
+        served.stop(signal.SIGKILL)
+        for container in containers(docker_engine, "sandbox"):
+            docker_engine.docker("rm", "--force", container, check=False)

@@ -63,8 +63,8 @@ class Counts:
     last_problem: str | None = None
 
 
-#: Called with each finished run's outcome and its duration in seconds.
-Listener = Callable[[str, float], None]
+#: Called with ``("started", None)`` when a run starts, and its outcome and duration in seconds when it ends.
+Listener = Callable[[str, float | None], None]
 
 
 class Executor:
@@ -130,6 +130,7 @@ class Executor:
         outcome = "backend_error"
         self.counts.started += 1
         self.counts.running += 1
+        self._tell("started", None)
         try:
             prepared = self.prepare(spec, timeout)
             result = await self.backend.run(prepared)
@@ -150,9 +151,11 @@ class Executor:
         finally:
             self.counts.running -= 1
             self.counts.finished[outcome] += 1
-            elapsed = time.monotonic() - started
-            for listener in self.listeners:
-                listener(outcome, elapsed)
+            self._tell(outcome, time.monotonic() - started)
+
+    def _tell(self, event: str, elapsed: float | None) -> None:
+        for listener in self.listeners:
+            listener(event, elapsed)
 
     async def remove_stale(self) -> int:
         """Remove this challenge's containers that no attempt of this process runs: a dead process's."""

@@ -35,11 +35,13 @@ from .._core.wire import (
     validation_detail,
     version_body,
 )
+from .._executor.part import CAPABILITY, ExecutorPart, in_use
 from .._jobs.routes import operator_router
 from .._jobs.scheduler import Scheduler
 from .._jobs.tasks import tasks_of
 from .._observe import metrics
 from .._observe.access import Observed
+from .._observe.executor_metrics import watch_executor
 from .._observe.loopwatch import LoopWatchdog
 from .._plugins.plugins import HOOK_SHAPES, LoadedChallenge, routers_of
 from .._push.pusher import start_pushing
@@ -174,6 +176,8 @@ def create_app(
     )
     measured.watch(cache, db)
     measured.watch_jobs(scheduler)
+    executor = ExecutorPart(settings, slug, runtime)
+    watch_executor(measured.registry, executor.executor)
 
     dbfile = dbfile or DatabaseFile.of(settings)
 
@@ -247,6 +251,8 @@ def create_app(
             runtime.mark("database", "ok", ok=True)
             await check_schema(at_startup=True)
             async with AsyncExitStack() as stack:
+                # Before the challenge's lifespan, whose workers may run containers; stopped after it.
+                await stack.enter_async_context(executor.running())
                 for context in loaded.pm.hook.lifespan(app=app):
                     if context is not None and not hasattr(context, "__aenter__"):
                         raise TypeError(
@@ -442,7 +448,7 @@ def create_app(
             distribution=loaded.challenge.distribution,
             version=loaded.version,
             runner_version=__version__,
-            capabilities=MASTER_CAPABILITIES + SDK_CAPABILITIES,
+            capabilities=MASTER_CAPABILITIES + SDK_CAPABILITIES + ((CAPABILITY,) if in_use(settings) else ()),
         )
 
     @app.get(metrics.PATH, include_in_schema=False)

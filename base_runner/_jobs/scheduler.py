@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from .._core.correlation import correlation_id
 from .._core.errors import describe
+from .._executor.service import Attempt, attempt_scope
 from .._storage.db import BOOKKEEPING, Database
 from . import table
 from .table import CANCELLED, DEAD, LIVE, QUEUED, RUNNING, SUCCEEDED
@@ -509,8 +510,10 @@ class Scheduler:
         task = attempt.task
         correlation_id.set(attempt.correlation)  # this task's own context: the attempt's lines name the request
         job = Job(self, attempt)
-        # A task of its own, named for the job, so the loop watchdog can name the job that blocked the loop.
-        inner = asyncio.create_task(task.function(job, **attempt.args), name=f"job {attempt.id} ({task.name})")
+        # A task of its own, named for the job, so the loop watchdog can name the job that blocked the loop;
+        # created in the attempt's scope, so the containers it runs are labelled with the job and attempt.
+        with attempt_scope(Attempt(job.id, attempt.number, task.name)):
+            inner = asyncio.create_task(task.function(job, **attempt.args), name=f"job {attempt.id} ({task.name})")
         attempt.inner = inner
         try:
             await self._settle_attempt(attempt, inner)

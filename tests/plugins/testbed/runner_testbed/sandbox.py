@@ -1,9 +1,12 @@
-"""A challenge that scores a miner's answer by running it in a container, through base_runner.executor."""
+"""A challenge that scores a miner's answer by running it in a container, through base_runner.executor.
+
+``POST /evaluate`` scores in the request; ``POST /submit`` enqueues a job that does.
+"""
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from base_runner import ChallengeSettings, executor, hookimpl, storage
+from base_runner import ChallengeSettings, database, executor, hookimpl, jobs, storage
 
 
 class Settings(ChallengeSettings):
@@ -47,6 +50,24 @@ async def score(submission: Submission, timeout: float = 60) -> executor.RunResu
 async def evaluate(submission: Submission) -> dict[str, object]:
     result = await score(submission)
     return {"returncode": result.returncode, "stdout": result.stdout, "score": scores.get(submission.hotkey)}
+
+
+@jobs.task(max_attempts=3, timeout=120, backoff=0.5)
+async def judge(job: jobs.Job, hotkey: str, answer: str, think: int) -> None:
+    await score(Submission(hotkey=hotkey, answer=answer, think=think))
+
+
+@router.post("/submit")
+async def submit(submission: Submission) -> dict[str, str]:
+    async with database.session() as session:
+        job_id = await jobs.enqueue(session, judge, **submission.model_dump())
+        await session.commit()
+    return {"job_id": job_id}
+
+
+@hookimpl
+def register_tasks() -> list[jobs.Task]:
+    return [judge]
 
 
 @hookimpl

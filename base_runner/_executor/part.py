@@ -1,0 +1,92 @@
+"""The executor as a part of the runner: installed for the challenge, stale containers removed, its health published."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from .._core.runtime import Runtime
+from .._core.settings import RunnerSettings
+from .service import Executor, install
+from .setup import build
+
+log = logging.getLogger("base_runner")
+
+#: The capability a master requires of a challenge registered to run containers through its broker.
+CAPABILITY = "docker_executor"
+#: Seconds between looks at whether the backend answers, for ``/health``.
+PROBE_INTERVAL = 30.0
+
+
+def in_use(settings: RunnerSettings) -> bool:
+    """Whether the challenge uses the executor: it imported ``base_runner.executor``, or a master gave it a broker.
+
+    BASE 3.1 gives the broker's settings only to a challenge registered with :data:`CAPABILITY`, and
+    refuses to start one whose ``/version`` does not list it.
+    """
+    return settings.docker_broker_url is not None or "base_runner.executor" in sys.modules
+
+
+class ExecutorPart:
+    """Builds the executor from the settings; :meth:`running` is the part's life."""
+
+    def __init__(self, settings: RunnerSettings, slug: str, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.executor: Executor = build(settings, slug)
+        self.executor.listeners.append(self._ran)
+        self._problem: str | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Executor]:
+        previous = install(self.executor)
+        watcher: asyncio.Task[None] | None = None
+        try:
+            if in_use(self.settings):
+                await self._remove_stale()
+                watcher = asyncio.create_task(self._watch(), name="base-runner:executor")
+            yield self.executor
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with suppress(asyncio.CancelledError):
+                    await watcher
+            install(previous)
+            await self.executor.backend.close()
+
+    async def _remove_stale(self) -> None:
+        # A dead runner's containers: one killed during a run leaves its container running, and the jobs
+        # it belonged to run again as new attempts. A backend that does not answer only delays this.
+        try:
+            await self.executor.remove_stale()
+        except Exception as exc:
+            log.warning("executor: could not look for containers left by a previous runner: %s", exc)
+
+    async def _watch(self) -> None:
+        while True:
+            self._problem = await self.executor.problem()
+            self._publish()
+            await asyncio.sleep(PROBE_INTERVAL)
+
+    def _ran(self, outcome: str, elapsed: float | None) -> None:
+        # A run that reached a container shows the backend answers; one that failed in the backend shows why not.
+        if outcome in ("ok", "nonzero", "timed_out"):
+            self._problem = None
+        elif outcome == "backend_error":
+            self._problem = self.executor.counts.last_problem
+        self._publish()
+
+    def _publish(self) -> None:
+        counts, problem = self.executor.counts, self._problem
+        self.runtime.publish(
+            "executor",
+            {
+                "status": "ok" if problem is None else "unreachable",
+                "error": problem,
+                "backend": self.executor.backend.kind,
+                "runs": {"started": counts.started, "running": counts.running, **counts.finished},
+            },
+        )
