@@ -21,20 +21,35 @@ CAPABILITY = "docker_executor"
 PROBE_INTERVAL = 30.0
 
 
-def in_use(settings: RunnerSettings) -> bool:
-    """Whether the challenge uses the executor: it imported ``base_runner.executor``, or a master gave it a broker.
+def in_use(settings: RunnerSettings, module: str) -> bool:
+    """Whether the challenge whose hooks are in ``module`` uses the executor.
 
-    BASE 3.1 gives the broker's settings only to a challenge registered with :data:`CAPABILITY`, and
-    refuses to start one whose ``/version`` does not list it.
+    It does when a master gave it a broker (BASE 3.1 gives one only to a challenge registered
+    with :data:`CAPABILITY`, and refuses to start one whose ``/version`` does not list it), or
+    when a module of its package holds ``base_runner.executor`` or one of its names.
     """
-    return settings.docker_broker_url is not None or "base_runner.executor" in sys.modules
+    if settings.docker_broker_url is not None:
+        return True
+    package = module.partition(":")[0].partition(".")[0]
+    public = sys.modules.get("base_runner.executor")
+    return public is not None and any(
+        value is public or getattr(value, "__module__", "").startswith(_OURS)
+        for name, loaded in list(sys.modules.items())
+        if name == package or name.startswith(f"{package}.")
+        for value in list(vars(loaded).values())
+    )
+
+
+#: The modules whose names mean a challenge uses the executor.
+_OURS = ("base_runner.executor", "base_runner._executor")
 
 
 class ExecutorPart:
     """Builds the executor from the settings; :meth:`running` is the part's life."""
 
-    def __init__(self, settings: RunnerSettings, slug: str, runtime: Runtime) -> None:
+    def __init__(self, settings: RunnerSettings, slug: str, module: str, runtime: Runtime) -> None:
         self.settings = settings
+        self.module = module
         self.runtime = runtime
         self.executor: Executor = build(settings, slug)
         self.executor.listeners.append(self._ran)
@@ -45,8 +60,7 @@ class ExecutorPart:
         previous = install(self.executor)
         watcher: asyncio.Task[None] | None = None
         try:
-            if in_use(self.settings):
-                await self._remove_stale()
+            if in_use(self.settings, self.module):
                 watcher = asyncio.create_task(self._watch(), name="base-runner:executor")
             yield self.executor
         finally:
@@ -57,18 +71,21 @@ class ExecutorPart:
             install(previous)
             await self.executor.backend.close()
 
-    async def _remove_stale(self) -> None:
-        # A dead runner's containers: one killed during a run leaves its container running, and the jobs
-        # it belonged to run again as new attempts. A backend that does not answer only delays this.
+    async def _watch(self) -> None:
+        # A dead runner's containers first: one killed during a run leaves its container running, and
+        # the job it belonged to runs again as a new attempt. Beside this process's own runs, which
+        # carry another runner label: never in their way, so startup does not wait for it.
         try:
             await self.executor.remove_stale()
         except Exception as exc:
-            log.warning("executor: could not look for containers left by a previous runner: %s", exc)
-
-    async def _watch(self) -> None:
+            log.info("executor: could not look for containers left by a previous runner: %s", exc)
         while True:
-            self._problem = await self.executor.problem()
-            self._publish()
+            problem = await self.executor.problem()
+            # The local engine is a check once the challenge has run something: a challenge tested
+            # without Docker is not degraded for it. A broker is one from the start.
+            if self.executor.backend.kind != "docker" or self.executor.counts.started:
+                self._problem = problem
+                self._publish()
             await asyncio.sleep(PROBE_INTERVAL)
 
     def _ran(self, outcome: str, elapsed: float | None) -> None:

@@ -176,7 +176,8 @@ def create_app(
     )
     measured.watch(cache, db)
     measured.watch_jobs(scheduler)
-    executor = ExecutorPart(settings, slug, runtime)
+    executor = ExecutorPart(settings, slug, loaded.challenge.module, runtime)
+    executor_capability = (CAPABILITY,) if in_use(settings, loaded.challenge.module) else ()
     watch_executor(measured.registry, executor.executor)
 
     dbfile = dbfile or DatabaseFile.of(settings)
@@ -448,7 +449,7 @@ def create_app(
             distribution=loaded.challenge.distribution,
             version=loaded.version,
             runner_version=__version__,
-            capabilities=MASTER_CAPABILITIES + SDK_CAPABILITIES + ((CAPABILITY,) if in_use(settings) else ()),
+            capabilities=MASTER_CAPABILITIES + SDK_CAPABILITIES + executor_capability,
         )
 
     @app.get(metrics.PATH, include_in_schema=False)
