@@ -16,7 +16,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -452,3 +452,20 @@ def test_a_job_runs_its_container_without_stalling_health_and_no_stop_leaves_one
         served.stop(signal.SIGKILL)
         for container in containers(docker_engine, "sandbox"):
             docker_engine.docker("rm", "--force", container, check=False)
+
+
+async def test_the_recorder_answers_a_jobs_runs_and_sees_its_labels(
+    executor_recorder: ExecutorRecorder, challenge_client: httpx.AsyncClient, run_jobs: Any
+) -> None:
+    executor_recorder.allowed_images = (IMAGE,)
+
+    def container(run: RecordedRun) -> executor.RunResult:
+        (run.mounts["/out"] / "score.txt").write_text("1")
+        return executor.RunResult(0, "scored\n", "")
+
+    executor_recorder.reply(container)
+    job_id = (await challenge_client.post("/submit", json={"hotkey": "5Miner", "answer": "1"})).json()["job_id"]
+    (job,) = await run_jobs()
+    assert job.state == "succeeded"
+    (run,) = executor_recorder.runs
+    assert (run.labels["base.job"], run.labels["base.attempt"], run.labels["base.task"]) == (job_id, "1", "judge")
