@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._storage import durable
 from .backend import Backend, Prepared
-from .policy import check
+from .policy import CheckedMount, check
 from .spec import (
     DEFAULT_TIMEOUT,
     LOG_LIMIT_BYTES,
@@ -134,6 +135,8 @@ class Executor:
         try:
             prepared = self.prepare(spec, timeout)
             result = await self.backend.run(prepared)
+            # What the run wrote into its writable mounts is on disk before the challenge acts on the result.
+            await asyncio.to_thread(_sync_outputs, prepared.mounts, self.data_dir)
             outcome = "timed_out" if result.timed_out else "ok" if result.returncode == 0 else "nonzero"
             return result
         except RunRefused as exc:
@@ -168,6 +171,12 @@ class Executor:
         problem = await self.backend.problem()
         self.counts.last_problem = problem or self.counts.last_problem
         return problem
+
+
+def _sync_outputs(mounts: Sequence[CheckedMount], data_dir: Path) -> None:
+    for mount in mounts:
+        if not mount.read_only and mount.source.is_dir():
+            durable.sync_tree(mount.source, data_dir.resolve())
 
 
 def _fragment(value: str) -> str:

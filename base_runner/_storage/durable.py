@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,28 @@ def sync(path: Path, root: Path) -> None:
         os.close(fd)
     make_dirs(path.parent, root)
     sync_folder(path.parent)
+
+
+def sync_tree(folder: Path, root: Path) -> None:
+    """Make what another process wrote under ``folder`` (a container, through a mount) durable, and ``folder``.
+
+    Every regular file is fsynced and every folder, each one's entries with
+    it; links are not followed. Then ``folder`` itself is made durable in its
+    parents up to ``root``.
+    """
+    for current, _folders, files in os.walk(folder):
+        for name in files:
+            try:
+                fd = os.open(os.path.join(current, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue  # a link, or gone: nothing of it to keep
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        sync_folder(Path(current))
+    make_dirs(folder, root)
 
 
 def open_file(path: Path, root: Path, flags: int = os.O_RDWR, mode: int = 0o644) -> int:

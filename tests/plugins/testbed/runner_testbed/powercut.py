@@ -1,21 +1,24 @@
-"""A challenge for the power-cut tests: each entry is an uploaded file and a row, and the weights count them.
+"""A challenge for the power-cut tests: each entry is an uploaded file, a row and a job, and the weights count them.
 
 ``POST /entries/{hotkey}/{number}`` (multipart ``artifact``) stores the file
 under ``uploads/<hotkey>/<number>.bin``, then commits the row holding its
-size and SHA-256, then answers 201: an acknowledged entry is both. The
-weights change with every entry, so a pusher has a new revision to push.
+size and SHA-256 with a ``grade`` job (key ``entry:<hotkey>:<number>``),
+then answers 201: an acknowledged entry is all three. The job writes
+``results/<hotkey>/<number>.json`` and marks the row graded. The weights
+change with every entry, so a pusher has a new revision to push.
 """
 
 import asyncio
 import hashlib
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, UploadFile
-from sqlalchemy import Integer, String, func, select
+from sqlalchemy import Boolean, Integer, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from base_runner import Base, database, hookimpl, storage
+from base_runner import Base, database, hookimpl, jobs, storage
 
 router = APIRouter()
 Session = Annotated[AsyncSession, Depends(database.session_dependency)]
@@ -27,6 +30,17 @@ class Entry(Base):
     number: Mapped[int] = mapped_column(Integer, primary_key=True)
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
+    graded: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+@jobs.task(max_attempts=5, timeout=30, backoff=0.2)
+async def grade(job: jobs.Job, hotkey: str, number: int) -> None:
+    result = json.dumps({"hotkey": hotkey, "number": number, "job": job.id}).encode()
+    await asyncio.to_thread(storage.write_bytes, storage.path("results", hotkey, f"{number}.json"), result)
+    async with job.session() as session:
+        entry = await session.get(Entry, (hotkey, number))
+        entry.graded = True
+        await session.commit()
 
 
 @router.post("/entries/{hotkey}/{number}", status_code=201)
@@ -36,6 +50,7 @@ async def add_entry(hotkey: str, number: int, artifact: Annotated[UploadFile, Fi
     await asyncio.to_thread(storage.write_bytes, storage.path("uploads", hotkey, f"{number}.bin"), data)
     digest = hashlib.sha256(data).hexdigest()
     session.add(Entry(hotkey=hotkey, number=number, size=len(data), sha256=digest))
+    await jobs.enqueue(session, grade, hotkey=hotkey, number=number, key=f"entry:{hotkey}:{number}")
     await session.commit()
     return {"hotkey": hotkey, "number": number, "sha256": digest}
 
@@ -43,13 +58,18 @@ async def add_entry(hotkey: str, number: int, artifact: Annotated[UploadFile, Fi
 @router.get("/entries")
 async def entries() -> dict:
     async with database.session(readonly=True) as session:
-        rows = await session.execute(select(Entry.hotkey, Entry.number, Entry.sha256))
-        return {"entries": [[hotkey, number, digest] for hotkey, number, digest in rows]}
+        rows = await session.execute(select(Entry.hotkey, Entry.number, Entry.sha256, Entry.graded))
+        return {"entries": [list(row) for row in rows]}
 
 
 @hookimpl
 def register_routers() -> APIRouter:
     return router
+
+
+@hookimpl
+def register_tasks() -> list:
+    return [grade]
 
 
 @hookimpl
