@@ -308,6 +308,11 @@ class _StateCollector(Collector):
             since.add_metric([part], state.since)
         yield up
         yield since
+        yield CounterMetricFamily(
+            "base_runner_db_commits",
+            "COMMITs of the writer connection; fewer than committed transactions when they are grouped.",
+            value=self._db.commits,
+        )
         path = Path(self._db.engine.url.database or "")
         size = GaugeMetricFamily("base_runner_sqlite_file_bytes", "Size of the SQLite files.", labels=["file"])
         size.add_metric(["database"], _file_size(path))

@@ -20,11 +20,21 @@ need no lock: ``get_weights``, reports, pages.
 Do not open a second session while the first holds a transaction: with one
 writer connection the second waits for the first (after ``POOL_TIMEOUT``
 seconds it raises :class:`WriterBusy`, which names the holder).
+
+Group commit. A session's ``await session.commit()`` gives the writer to the
+next waiting session before its ``COMMIT``, and one ``COMMIT`` (one ``fsync``)
+then makes every transaction released meanwhile durable (see
+:mod:`base_runner._storage.driver`). ``commit()`` still returns only once its work is
+on disk, and raises if that ``COMMIT`` failed; a session that began while
+other transactions waited for their commit could read their work, so the
+request is not answered before that commit either (:mod:`base_runner._storage.unsaved`),
+nor does :meth:`Database.session` return before it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sqlite3
 import time
@@ -34,6 +44,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import event, inspect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -94,6 +105,28 @@ class WritesRefused(Exception):
     """The runner stopped taking writes (its database file is gone); ``str()`` says why."""
 
 
+class Session(AsyncSession):
+    """An ``AsyncSession`` whose ``commit()`` gives the writer back before its COMMIT, and waits for that COMMIT."""
+
+    async def commit(self) -> None:
+        released: list[driver.Group] = []
+        token = driver.deferring.set(released)
+        try:
+            await super().commit()
+        finally:
+            driver.deferring.reset(token)
+        for group in released:
+            await outcome(group)
+
+
+async def outcome(group: driver.Group) -> None:
+    """Wait for ``group``'s COMMIT; its failure is raised as SQLAlchemy raises a failed commit's."""
+    try:
+        await group.wait()
+    except sqlite3.Error as error:
+        raise DBAPIError.instance("COMMIT", None, error, sqlite3.Error) from error
+
+
 class Base(DeclarativeBase):
     """Declarative base for challenge models; the runner creates its tables at startup."""
 
@@ -112,6 +145,8 @@ class Database:
         self._read_sessions: async_sessionmaker[AsyncSession] | None = None
         #: Bumped by every commit that changed a row; caches compare it.
         self.generation = 0
+        #: COMMITs the writer connection made: fewer than the transactions committed, when grouped.
+        self.commits = 0
         #: Why writing sessions are refused, once the runner must stop writing.
         self.refusal: str | None = None
         #: Whether the writer's open transaction changed a row that is not committed yet.
@@ -120,6 +155,10 @@ class Database:
         self.writer_holder: str | None = None
         #: Called with the seconds each checkout of the writer connection waited (the metrics' hook).
         self.on_writer_wait: Callable[[float], None] | None = None
+        #: Sessions waiting for the writer connection now.
+        self.writer_waiting = 0
+        #: The tasks on their way to commit a group of released transactions.
+        self._committers: set[asyncio.Task[None]] = set()
 
     def configure(self, url: str, synchronous: str = "FULL") -> None:
         """Point the database at ``url`` (an ``sqlite+aiosqlite`` file URL).
@@ -149,7 +188,7 @@ class Database:
         _setup_writer(self._writer, self, synchronous)
         _setup_reader(self._reader)
         self.refusal = None
-        self._sessions = async_sessionmaker(self._writer, expire_on_commit=False)
+        self._sessions = async_sessionmaker(self._writer, class_=Session, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self._reader, expire_on_commit=False)
 
     @property
@@ -181,23 +220,33 @@ class Database:
             raise WritesRefused(self.refusal)
         factory = self._read_sessions if readonly else self._sessions
         assert factory is not None
-        async with factory() as session:
-            try:
-                yield session
-            except PoolTimeout as exc:
-                if readonly:
-                    raise
-                holder = self.writer_holder or "another session"
-                raise WriterBusy(
-                    f"waited {POOL_TIMEOUT} s for the writer connection, which {holder} still holds: commit or "
-                    "close a session before opening another, and keep work that waits outside a transaction"
-                ) from exc
-            finally:
-                if session.new or session.dirty or session.deleted:
-                    log.warning(
-                        "a session closed with changes never committed; they are rolled back "
-                        "(call `await session.commit()` before returning)"
-                    )
+        # Outside a request (which collects them itself), wait for the commits of the transactions
+        # whose work this session could read before returning: see the module's "Group commit".
+        groups: list[driver.Group] | None = None if readonly or driver.joined.get() is not None else []
+        token = None if groups is None else driver.joined.set(groups)
+        try:
+            async with factory() as session:
+                try:
+                    yield session
+                except PoolTimeout as exc:
+                    if readonly:
+                        raise
+                    holder = self.writer_holder or "another session"
+                    raise WriterBusy(
+                        f"waited {POOL_TIMEOUT} s for the writer connection, which {holder} still holds: commit or "
+                        "close a session before opening another, and keep work that waits outside a transaction"
+                    ) from exc
+                finally:
+                    if session.new or session.dirty or session.deleted:
+                        log.warning(
+                            "a session closed with changes never committed; they are rolled back "
+                            "(call `await session.commit()` before returning)"
+                        )
+        finally:
+            if token is not None:
+                driver.joined.reset(token)
+        for group in groups or ():
+            await outcome(group)
 
     async def session_dependency(self) -> AsyncIterator[AsyncSession]:
         """FastAPI dependency: a session for one request, safe to write through.
@@ -241,6 +290,8 @@ class Database:
         if self._writer is None or self._reader is None:
             return
         await self._reader.dispose()
+        if self._committers:
+            await asyncio.gather(*self._committers, return_exceptions=True)
         try:
             async with self._writer.connect() as conn:
                 raw = await conn.get_raw_connection()
@@ -250,13 +301,46 @@ class Database:
             log.warning("could not checkpoint the WAL at shutdown: %s", exc)
         await self._writer.dispose()
 
+    def commit_soon(self) -> None:
+        """Commit the writer's open group, if any, once the writer is free."""
+        # In a context of its own, not that of the request that gave the connection back.
+        task = asyncio.get_running_loop().create_task(
+            self._commit_group(), name="base_runner: group commit", context=contextvars.Context()
+        )
+        self._committers.add(task)
+        task.add_done_callback(self._committers.discard)
+
+    async def _commit_group(self) -> None:
+        while True:
+            try:
+                async with self.engine.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    connection = raw.dbapi_connection
+                    assert isinstance(connection, driver.Connection)
+                    await connection.commit_group()
+                return
+            except PoolTimeout:
+                continue  # a session holds the writer beyond POOL_TIMEOUT (it is told so): keep waiting
+            except Exception as exc:  # its waiters have the error
+                log.debug("a group commit failed: %s", exc)
+                return
+
 
 def _timed_pool(database: Database) -> type[AsyncAdaptedQueuePool]:
     # A class, not an instance: the engine rebuilds its pool from the class on dispose.
     class WriterPool(AsyncAdaptedQueuePool):
         def _do_get(self) -> Any:
             started = time.perf_counter()
-            record = super()._do_get()
+            database.writer_waiting += 1
+            try:
+                record = super()._do_get()
+            except BaseException:
+                # A waiter that gave up: the group it would have joined must not wait for it.
+                if database.writer_waiting == 1:
+                    database.commit_soon()
+                raise
+            finally:
+                database.writer_waiting -= 1
             if database.on_writer_wait is not None:
                 database.on_writer_wait(time.perf_counter() - started)
             return record
@@ -292,22 +376,29 @@ def _setup_writer(engine: AsyncEngine, database: Database, synchronous: str) -> 
         database.writer_holder = holder_name.get() or (f"the task {task.get_name()!r}" if task else None)
 
     @event.listens_for(engine.sync_engine.pool, "checkin")
-    def on_checkin(*_args: Any) -> None:
+    def on_checkin(dbapi_connection: Any, _record: Any) -> None:
         database.writer_holder = None
+        # When no one waits for the writer, the group of transactions released to it is complete: a
+        # task of its own commits it (one that the cancellation of this one's cannot stop half-way).
+        # Otherwise the next one to take the writer joins the group.
+        if dbapi_connection is not None and dbapi_connection.group is not None and not database.writer_waiting:
+            database.commit_soon()
 
     @event.listens_for(engine.sync_engine, "connect")
-    def on_connect(dbapi_connection: Any, record: Any) -> None:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver, so that "begin" below decides.
         dbapi_connection.isolation_level = None
 
-        # Bumped once the commit is done, not at SQLAlchemy's "commit" event,
-        # which comes before it: a weights computation that read the database
-        # in between would otherwise be cached as current after the write.
-        def on_committed() -> None:
-            if record.info.pop("changed", False):
+        # Bumped once a COMMIT that changed rows is done, not at SQLAlchemy's "commit" event,
+        # which comes before it (and before a group's COMMIT): a weights computation that read
+        # the database in between would otherwise be cached as current after the write.
+        def on_committed(changed: bool) -> None:
+            database.commits += 1
+            if changed:
                 database.generation += 1
 
         dbapi_connection.on_committed = on_committed
+        dbapi_connection.grouping = True
         _pragmas(
             dbapi_connection,
             f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
@@ -324,7 +415,7 @@ def _setup_writer(engine: AsyncEngine, database: Database, synchronous: str) -> 
     def on_execute(conn: Any, cursor: Any, _statement: Any, _parameters: Any, context: Any, _many: Any) -> None:
         if cursor.rowcount > 0:
             if context is None or not context.execution_options.get(BOOKKEEPING):
-                conn.info["changed"] = True
+                conn.connection.dbapi_connection.changed()
             database.writes_pending = True
 
     @event.listens_for(engine.sync_engine, "commit")
@@ -332,14 +423,8 @@ def _setup_writer(engine: AsyncEngine, database: Database, synchronous: str) -> 
         database.writes_pending = False
 
     @event.listens_for(engine.sync_engine, "rollback")
-    def on_rollback(conn: Any) -> None:
+    def on_rollback(_conn: Any) -> None:
         database.writes_pending = False
-        # A statement cancelled mid-flight (a worker stopped at shutdown)
-        # invalidates the connection, and reading ``info`` then raises
-        # PendingRollbackError over the CancelledError. Its DBAPI connection,
-        # and the flag with it, is discarded anyway.
-        if not conn.invalidated:
-            conn.info.pop("changed", None)
 
 
 def _setup_reader(engine: AsyncEngine) -> None:

@@ -5,7 +5,7 @@ import tempfile
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
-from sqlalchemy import Integer, String, select
+from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -25,6 +25,16 @@ class Claim(Base):
     __tablename__ = "ledger_claims"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64))
+
+
+class Payout(Base):
+    """A row whose reference to a claim is checked only at COMMIT (a deferred foreign key)."""
+
+    __tablename__ = "ledger_payouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    claim: Mapped[str] = mapped_column(
+        String(64), ForeignKey("ledger_claims.key", deferrable=True, initially="DEFERRED")
+    )
 
 
 @router.post("/counters/{name}/increment")
@@ -73,6 +83,45 @@ async def slow_claim(key: str, owner: str, delay: float, session: Session) -> di
     session.add(Claim(key=key, owner=owner))
     await session.commit()
     return {"key": key, "owner": owner}
+
+
+@router.post("/held-claims/{key}", status_code=201)
+async def held_claim(
+    key: str, owner: str, waiters: int, session: Session, payout_for: str = "", pad: int = 0
+) -> dict[str, str]:
+    """Claim ``key`` and hold the writer until ``waiters`` other sessions wait for it, then commit.
+
+    The waiting sessions' transactions then run while this one's commit is
+    pending: one group. With ``payout_for``, also adds a payout for that claim,
+    whose foreign key is checked at COMMIT; ``pad`` bytes more make the row
+    large enough to need new space on disk.
+    """
+    session.add(Claim(key=key, owner=owner + "x" * pad))
+    if payout_for:
+        session.add(Payout(claim=payout_for))
+    await session.flush()
+    deadline = asyncio.get_running_loop().time() + 20
+    while database.writer_waiting < waiters and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.005)
+    await session.commit()
+    return {"key": key, "owner": owner}
+
+
+@router.post("/claim-pairs/{first}/{second}", status_code=201)
+async def claim_pair(first: str, second: str, owner: str, session: Session) -> dict[str, str]:
+    """Both claims or neither: the second's primary key clashes when it is taken."""
+    session.add(Claim(key=first, owner=owner))
+    await session.flush()
+    session.add(Claim(key=second, owner=owner))
+    await session.flush()
+    await session.commit()
+    return {"first": first, "second": second}
+
+
+@router.get("/claims")
+async def claims() -> dict[str, str]:
+    async with database.session(readonly=True) as session:
+        return {claim.key: claim.owner for claim in (await session.execute(select(Claim))).scalars()}
 
 
 @router.get("/tmpdir")
