@@ -4,6 +4,7 @@ The names a challenge imports::
 
     from base_runner import Base, database, hookimpl, jobs, run_worker, storage
     from base_runner import ChallengeSettings, Secret, OwnerAuth, VerifiedHotkey, verified_hotkey
+    from base_runner import MaxBody           # a route's own cap on its body
     from base_runner import UTCDateTime
     from base_runner import ApiError, error_response
     from base_runner import executor          # miner code in a Docker sandbox
@@ -39,6 +40,7 @@ _HOMES = {
     "Base": "._storage.db",
     "ChallengeSettings": "._core.config",
     "ConfigError": "._core.errors",
+    "MaxBody": "._http.limits",
     "OwnerAuth": "._core.auth",
     "RunnerSettings": "._core.settings",
     "Secret": "._core.config",
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
     from ._core.settings import RunnerSettings as RunnerSettings
     from ._core.wire import ApiError as ApiError
     from ._core.wire import error_response as error_response
+    from ._http.limits import MaxBody as MaxBody
     from ._plugins.workers import run_worker as run_worker
     from ._storage.columns import UTCDateTime as UTCDateTime
     from ._storage.db import Base as Base

@@ -178,6 +178,8 @@ def test_every_refusal_is_the_envelope_naming_its_request(answers: dict[str, tup
     error = ErrorResponse.model_validate(json.loads(answer.body))
     assert error.code == code
     assert error.correlation_id == answer.headers["x-request-id"]
+    # Compact, as every route's JSON is, whichever layer refused.
+    assert answer.body == json.dumps(json.loads(answer.body), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def test_the_collection_is_complete(answers: dict[str, tuple]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import socket
 import subprocess
@@ -67,7 +68,7 @@ def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(bounty) -> 
         response = read_response(sock)
         elapsed = time.monotonic() - began
     assert status_of(response) == 413
-    assert b'"code": "body_too_large"' in response and b"CHALLENGE_MAX_BODY_BYTES" in response
+    assert b'"code":"body_too_large"' in response and b"CHALLENGE_MAX_BODY_BYTES" in response
     assert elapsed < 5
 
 
@@ -109,6 +110,75 @@ def test_an_unauthenticated_bridge_call_is_refused_before_its_body(bounty) -> No
     assert status_of(response) == 401
     assert b"missing_token" in response
     assert elapsed < 5
+
+
+@pytest.fixture
+def capped(sites: dict[str, Path], tmp_path: Path, server):
+    """The testbed's sdk challenge: /reviews capped at 64 bytes, /owner/bulletins at 64 behind the owner token."""
+    return server(
+        ["--challenge", "sdk", "--data-dir", str(tmp_path)],
+        [sites["testbed"]],
+        CHALLENGE_SHARED_TOKEN=TOKEN,
+        CHALLENGE_OWNER_TOKEN="owner-token",
+    )
+
+
+def test_a_routes_own_limit_refuses_a_declared_body_before_it_is_sent(capped) -> None:
+    with connect(capped.url) as sock:
+        began = time.monotonic()
+        sock.sendall(
+            b"POST /reviews HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        )
+        response = read_response(sock)
+        elapsed = time.monotonic() - began
+    assert status_of(response) == 413
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"connection: close" in head.lower()
+    error = json.loads(body)
+    assert error["code"] == "body_too_large"
+    assert error["detail"] == "the request body is larger than 64 bytes (this route's limit (MaxBody))"
+    assert elapsed < 5
+
+
+def test_a_routes_own_limit_cuts_a_chunked_body_off_while_it_streams(capped) -> None:
+    with connect(capped.url) as sock:
+        sock.sendall(
+            b"POST /reviews HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        sock.sendall(b"20\r\n" + b'{"text": "' + b"x" * 22 + b"\r\n")
+        sock.sendall(b"40\r\n" + b"x" * 64 + b"\r\n")  # past 64 bytes; the body never ends
+        response = read_response(sock)
+    assert status_of(response) == 413 and b"body_too_large" in response
+
+
+def test_a_declared_body_over_the_global_limit_is_refused_before_the_owner_token(capped) -> None:
+    # As docs/sdk.md says: the connection layer refuses it before any route, or its token, is looked at.
+    with connect(capped.url) as sock:
+        sock.sendall(
+            b"POST /owner/notes HTTP/1.1\r\nHost: x\r\nX-Owner-Token: wrong\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2000000\r\n\r\n"
+        )
+        response = read_response(sock)
+    assert status_of(response) == 413 and b"CHALLENGE_MAX_BODY_BYTES" in response
+
+
+def test_a_routes_own_limit_takes_what_fits_and_comes_after_the_owner_token(capped) -> None:
+    with capped.client() as client:
+        fits = client.post("/reviews", json={"text": "x" * 40})
+        assert (fits.status_code, fits.json()) == (200, {"length": 40})
+        # 100 bytes: under the route's own 128, over the 64 its router was included with.
+        over = client.post("/reviews", json={"text": "x" * 88})
+        assert (over.status_code, over.json()["code"]) == (413, "body_too_large")
+        # Other routes keep CHALLENGE_MAX_BODY_BYTES.
+        assert (
+            client.post("/owner/notes", json={"text": "x" * 1000}, headers={"X-Owner-Token": "owner-token"}).status_code
+            == 200
+        )
+        owner = {"X-Owner-Token": "owner-token"}
+        assert client.post("/owner/bulletins", json={"text": "short"}, headers=owner).status_code == 200
+        assert client.post("/owner/bulletins", json={"text": "x" * 100}, headers=owner).status_code == 413
+        stranger = client.post("/owner/bulletins", json={"text": "x" * 100}, headers={"X-Owner-Token": "wrong"})
+        assert (stranger.status_code, stranger.json()["code"]) == (401, "invalid_owner_token")
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,34 @@ class TestErrorEnvelope:
         fields = (await challenge_client.post("/submissions", json={"hotkey": "", "score": -1})).json()["detail"]
         assert fields.startswith("2 invalid fields: ") and "body.hotkey" in fields and "body.score" in fields
 
+    @pytest.mark.parametrize(
+        ("content", "headers", "detail"),
+        [
+            (
+                '{"hotkey": 5F, "score": 1}',
+                {"content-type": "application/json"},
+                "the body is not valid JSON (line 1, column 13): expecting ',' delimiter",
+            ),
+            (
+                '{"hotkey": "5F",\n "score": 1,}',
+                {"content-type": "application/json"},
+                "the body is not valid JSON (line 2, column 13): expecting property name enclosed in double quotes",
+            ),
+            ('{"hotkey": "5F", "score": 1}', {}, "send Content-Type: application/json"),
+            (
+                '{"hotkey": "5F", "score": 1}',
+                {"content-type": "application/x-www-form-urlencoded"},
+                "send Content-Type: application/json (this body came as application/x-www-form-urlencoded)",
+            ),
+        ],
+    )
+    async def test_a_body_that_is_not_json_says_what_to_fix(
+        self, challenge_client: httpx.AsyncClient, content: str, headers: dict[str, str], detail: str
+    ) -> None:
+        response = await challenge_client.post("/submissions", content=content, headers=headers)
+        assert (response.status_code, envelope(response).code) == (422, "validation_failed")
+        assert response.json()["detail"] == detail
+
     @pytest.mark.parametrize("challenge_slug", ["ledger"])
     async def test_a_challenge_http_exception_keeps_status_and_detail(
         self, challenge_client: httpx.AsyncClient

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 from pydantic import SecretStr
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from fastapi.dependencies.models import Dependant
 
     from .config import ChallengeSettings
+
+_T = TypeVar("_T")
 
 SLUG_HEADERS = ("x-base-challenge-slug", "x-platform-challenge-slug")
 #: The owner token's own header: the master's public proxy strips ``Authorization``, not this.
@@ -176,13 +178,30 @@ class OwnerAuth:
             raise AuthFailure(401, "invalid_owner_token", "the owner token is not this challenge's owner token")
 
 
-def _owner_auths(dependant: Dependant, overrides: Mapping[Any, Any]) -> Iterator[OwnerAuth]:
+def _calls(dependant: Dependant, overrides: Mapping[Any, Any], kind: type[_T]) -> Iterator[_T]:
     for dependency in dependant.dependencies:
         if dependency.call in overrides:
             continue  # replaced, with everything below it, as FastAPI does
-        if isinstance(dependency.call, OwnerAuth):
+        if isinstance(dependency.call, kind):
             yield dependency.call
-        yield from _owner_auths(dependency, overrides)
+        yield from _calls(dependency, overrides, kind)
+
+
+def route_dependencies(scope: Scope, kind: type[_T]) -> list[_T]:
+    """Every dependency that is a ``kind`` in the tree of the route the router matched; none outside a route.
+
+    For the moment before a route reads the body, when FastAPI has run none of
+    them yet: from the route, its router, an ``include_router`` or a
+    sub-dependency, except those the app's ``dependency_overrides`` replace.
+    """
+    # FastAPI 0.16x matches a route of an included router through a context of its own, which
+    # holds the dependencies given to include_router; older versions copy the route with them.
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    dependant = getattr(context, "dependant", None) or getattr(scope.get("route"), "dependant", None)
+    if dependant is None:
+        return []
+    overrides = getattr(scope.get("app"), "dependency_overrides", {})
+    return list(dict.fromkeys(_calls(dependant, overrides, kind)))
 
 
 def check_owner_first(scope: Scope) -> None:
@@ -191,23 +210,15 @@ def check_owner_first(scope: Scope) -> None:
     For the moment before a route reads the body: FastAPI reads and
     validates the body before it runs any dependency, so :class:`OwnerAuth`
     alone would refuse a stranger only after reading (up to the body cap)
-    and parsing what it sent. The route is the one the router matched
-    (``scope["route"]``); every :class:`OwnerAuth` in its dependency tree,
-    from the route, its router, an ``include_router`` or a sub-dependency,
-    is checked, except one
-    the app's ``dependency_overrides`` replace. A request that reached no
+    and parsing what it sent. Every :class:`OwnerAuth` of the matched route
+    (:func:`route_dependencies`) is checked; a request that reached no
     route, or a route without one, passes.
     """
-    # FastAPI 0.16x matches a route of an included router through a context of its own, which
-    # holds the dependencies given to include_router; older versions copy the route with them.
-    context = scope.get("fastapi", {}).get("effective_route_context")
-    dependant = getattr(context, "dependant", None) or getattr(scope.get("route"), "dependant", None)
-    if dependant is None:
-        return
-    overrides = getattr(scope.get("app"), "dependency_overrides", {})
-    headers = Headers(scope=scope)
-    for owner in dict.fromkeys(_owner_auths(dependant, overrides)):
-        owner.check(headers)
+    owners = route_dependencies(scope, OwnerAuth)
+    if owners:
+        headers = Headers(scope=scope)
+        for owner in owners:
+            owner.check(headers)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ what they must satisfy is tested against the contract from outside.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,11 @@ def error_body(code: str, detail: str, *, expected: str | None = None, actual: s
     return body
 
 
+def envelope_bytes(body: ErrorBody) -> bytes:
+    """``body`` as the bytes a layer below FastAPI sends: compact, as ``JSONResponse`` renders every other answer."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
 @dataclass(eq=False)
 class ApiError(Exception):
     """Raise it from a route or a dependency to answer the runner's error envelope.
@@ -171,6 +177,34 @@ _STATUS_CODES = {
 def code_for_status(status_code: int) -> str:
     """The envelope code for an error known only by its HTTP status, such as an ``HTTPException``."""
     return _STATUS_CODES.get(status_code, f"http_{status_code}")
+
+
+#: pydantic's error types for a body that is not an object at all: what a JSON model gets from raw bytes.
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "dict_type", "model_type"})
+
+
+def body_problem(errors: Sequence[Mapping[str, object]], body: object, content_type: str | None) -> str | None:
+    """The one sentence for a body FastAPI could not read as JSON; ``None`` when the body was JSON.
+
+    FastAPI says ``body.0: JSON decode error`` for malformed JSON and, for a
+    body sent without a JSON content type (curl's ``-d`` sends a form's), that
+    the input "should be a valid dictionary": neither tells the caller what to fix.
+    """
+    for error in errors:
+        loc = error.get("loc", ())
+        if not isinstance(loc, tuple | list) or not loc or loc[0] != "body":
+            continue
+        if error.get("type") == "json_invalid" and isinstance(body, str) and len(loc) > 1 and isinstance(loc[1], int):
+            position = loc[1]
+            line = body.count("\n", 0, position) + 1
+            column = position - body.rfind("\n", 0, position)
+            reason = error.get("ctx", {}).get("error", "") if isinstance(error.get("ctx"), dict) else ""
+            where = f"the body is not valid JSON (line {line}, column {column})"
+            return f"{where}: {str(reason)[:100].lower()}" if reason else where
+        if error.get("type") in _NOT_AN_OBJECT and len(loc) == 1 and isinstance(body, bytes | bytearray):
+            sent = (content_type or "").split(";")[0].strip()
+            return "send Content-Type: application/json" + (f" (this body came as {sent[:64]})" if sent else "")
+    return None
 
 
 def validation_detail(errors: Sequence[Mapping[str, object]], limit: int = MAX_DETAIL) -> str:

@@ -29,6 +29,7 @@ from .._core.wire import (
     MASTER_CAPABILITIES,
     SDK_CAPABILITIES,
     ApiError,
+    body_problem,
     code_for_status,
     error_response,
     health_body,
@@ -355,7 +356,8 @@ def create_app(
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         # Which fields failed, never the input itself: FastAPI's own 422
         # echoes each bad input, a 100 MB body included.
-        return error_response(422, "validation_failed", validation_detail(exc.errors()))
+        problem = body_problem(exc.errors(), exc.body, request.headers.get("content-type"))
+        return error_response(422, "validation_failed", problem or validation_detail(exc.errors()))
 
     @app.exception_handler(WritesRefused)
     async def writes_refused(request: Request, exc: WritesRefused) -> Response:

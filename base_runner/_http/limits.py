@@ -6,23 +6,23 @@ holds the ones that need the parsed request: the body's size and time,
 duplicated credentials, the master's token on ``/internal/v1/`` paths,
 checked before a byte of the body is read, and the owner's token on the
 routes that depend on :class:`~base_runner.OwnerAuth`, checked before their
-body is read (:func:`~base_runner._core.auth.check_owner_first`).
+body is read (:func:`~base_runner._core.auth.check_owner_first`), then a route's own
+:class:`MaxBody`, a lower cap on its body, enforced as the global one is.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._core.auth import AuthFailure, MasterAuth, check_owner_first
+from .._core.auth import AuthFailure, MasterAuth, check_owner_first, route_dependencies
 from .._core.correlation import HEADER as CORRELATION_HEADER
 from .._core.correlation import correlation_id
-from .._core.wire import error_body
+from .._core.wire import envelope_bytes, error_body
 
 #: Paths only the master may call; their bodies are read only once its token is checked.
 AUTHENTICATED_PREFIX = "/internal/v1/"
@@ -61,7 +61,7 @@ class RequestRefused(HTTPException):
     def response_parts(self) -> tuple[list[tuple[bytes, bytes]], bytes]:
         """Headers and body of the answer; the connection is closed, as the rest of the body is not read."""
         envelope = error_body(self.error, self.detail)
-        body = json.dumps(envelope).encode()
+        body = envelope_bytes(envelope)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -78,10 +78,37 @@ class RequestRefused(HTTPException):
         await send({"type": "http.response.body", "body": body})
 
 
-def too_large(limits: BodyLimits) -> RequestRefused:
-    return RequestRefused(
-        413, "body_too_large", f"the request body is larger than {limits.max_bytes} bytes (CHALLENGE_MAX_BODY_BYTES)"
-    )
+class MaxBody:
+    """A dependency that caps its route's request body below ``CHALLENGE_MAX_BODY_BYTES``::
+
+        @router.post("/reviews", dependencies=[Depends(MaxBody(4096))])
+
+    The cap is enforced as the global one is, before the route reads the body:
+    a ``Content-Length`` over it is refused before a byte is read, and a body
+    that runs past it is cut off while it streams in, answered ``413
+    body_too_large`` in the error envelope, the connection closed. It applies
+    wherever the route's dependencies hold it (the route's own, its router's,
+    ``include_router(..., dependencies=[...])`` or a sub-dependency); when
+    several do, the lowest wins. The owner token (:class:`~base_runner.OwnerAuth`)
+    is checked first.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError(f"MaxBody takes a number of bytes >= 0, not {max_bytes!r}")
+        self.max_bytes = max_bytes
+
+    def __repr__(self) -> str:
+        return f"MaxBody({self.max_bytes})"
+
+    async def __call__(self) -> None:
+        # Nothing left to do once FastAPI runs it: the body was bounded while it was read.
+        return None
+
+
+def too_large(max_bytes: int, route_limit: bool = False) -> RequestRefused:
+    where = "this route's limit (MaxBody)" if route_limit else "CHALLENGE_MAX_BODY_BYTES"
+    return RequestRefused(413, "body_too_large", f"the request body is larger than {max_bytes} bytes ({where})")
 
 
 def too_slow(limits: BodyLimits) -> RequestRefused:
@@ -164,7 +191,7 @@ class RequestLimits:
             raise RequestRefused(400, "duplicate_header", f"send the {duplicate} header once")
         length = declared_length(headers)
         if length is not None and length > self._limits.max_bytes:
-            raise too_large(self._limits)
+            raise too_large(self._limits.max_bytes)
         path = scope["path"]
         if path.startswith(AUTHENTICATED_PREFIX) and path not in self._skip_auth:
             self._auth.check(Headers(raw=headers))
@@ -180,15 +207,22 @@ class RequestLimits:
         deadline = loop.time() + limits.timeout
         received = 0
         started = complete = False
+        cap, route_limit = limits.max_bytes, False
 
         async def bounded_receive() -> Message:
-            nonlocal received, started, complete
+            nonlocal received, started, complete, cap, route_limit
             if not started:
                 started = True
                 try:
                     check_owner_first(scope)
                 except AuthFailure as failure:
                     raise RequestRefused(failure.status_code, failure.code, failure.detail) from None
+                route_caps = [limit.max_bytes for limit in route_dependencies(scope, MaxBody)]
+                if route_caps and min(route_caps) < cap:
+                    cap, route_limit = min(route_caps), True
+                    length = declared_length(scope["headers"])
+                    if length is not None and length > cap:
+                        raise too_large(cap, route_limit)
             if complete:
                 # After the body, a read waits for the client to go away, as long as a response streams.
                 return await receive()
@@ -199,8 +233,8 @@ class RequestLimits:
                 raise too_slow(limits) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limits.max_bytes:
-                    raise too_large(limits)
+                if received > cap:
+                    raise too_large(cap, route_limit)
                 complete = not message.get("more_body", False)
             return message
 

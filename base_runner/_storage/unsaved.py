@@ -18,11 +18,10 @@ work, so they are answered once it is on disk, or, if that COMMIT failed,
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
-from .._core.wire import error_body
+from .._core.wire import envelope_bytes, error_body
 from . import driver
 from .db import Database, holder_name, outcome, request_sessions
 
@@ -103,7 +102,7 @@ class UnsavedChanges:
 
 
 async def _send_error(send: Any, status: int, code: str, detail: str) -> None:
-    body = json.dumps(error_body(code, detail)).encode()
+    body = envelope_bytes(error_body(code, detail))
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from base_runner import ChallengeSettings, OwnerAuth, Secret, VerifiedHotkey, hookimpl, verified_hotkey
+from base_runner import ChallengeSettings, MaxBody, OwnerAuth, Secret, VerifiedHotkey, hookimpl, verified_hotkey
 
 
 class SdkSettings(ChallengeSettings):
@@ -39,8 +39,25 @@ async def add_note(note: Note) -> dict[str, str]:
     return {"text": note.text}
 
 
+# A route's own cap, below CHALLENGE_MAX_BODY_BYTES; the owner token still comes first.
+@notes.post("/bulletins", dependencies=[Depends(MaxBody(64))])
+async def add_bulletin(note: Note) -> dict[str, str]:
+    return {"text": note.text}
+
+
 # Guarded where it is included, not on its routes: the owner check must still come before the body.
 router.include_router(notes, prefix="/owner", dependencies=[Depends(OwnerAuth(settings))])
+
+# Capped where it is included, at 64 bytes, and on the route, at 128: the lowest wins.
+reviews = APIRouter()
+
+
+@reviews.post("/reviews", dependencies=[Depends(MaxBody(128))])
+async def review(note: Note) -> dict[str, int]:
+    return {"length": len(note.text)}
+
+
+router.include_router(reviews, dependencies=[Depends(MaxBody(64))])
 
 
 @router.get("/settings")
