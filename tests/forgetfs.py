@@ -29,6 +29,7 @@ mount is unmounted, then saves the durable state, and only it, to ``STATE``.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import pickle
@@ -367,9 +368,20 @@ def serve(mount: Path, state: Path) -> None:
         except KeyError:
             raise mfusepy.FuseOSError(errno.EBADF) from None
 
+    # Ends with the test process however that ends (PR_SET_PDEATHSIG), and auto_unmount has
+    # fusermount3 take the mount away when it does: a killed test run leaves no mount behind.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
     # Single-threaded: the model needs no lock. hard_remove: an unlinked open file keeps its inode,
     # not a .fuse_hidden file in the folder (which would be an entry of its own).
-    mfusepy.FUSE(Operations(), str(mount), foreground=True, nothreads=True, hard_remove=True, fsname="forgetfs")
+    mfusepy.FUSE(
+        Operations(),
+        str(mount),
+        foreground=True,
+        nothreads=True,
+        hard_remove=True,
+        auto_unmount=True,
+        fsname="forgetfs",
+    )
     model.cut()
     temporary = state.with_name(state.name + ".new")
     temporary.write_bytes(pickle.dumps(model.durable))
