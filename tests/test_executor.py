@@ -434,6 +434,14 @@ def test_a_job_runs_its_container_without_stalling_health_and_no_stop_leaves_one
             cancelled = client.post(f"/internal/v1/jobs/{job}/cancel", headers=master)
             assert cancelled.json()["state"] == "cancelled", cancelled.text
             assert containers(docker_engine, "sandbox") == [], "cancelling the job removed its container"
+            metrics = client.get("/internal/v1/metrics", headers=master).text
+            for line in (
+                "base_runner_executor_runs_started_total 1.0",
+                "base_runner_executor_runs_running 0.0",
+                'base_runner_executor_runs_finished_total{outcome="cancelled"} 1.0',
+                'base_runner_executor_run_duration_seconds_count{outcome="cancelled"} 1.0',
+            ):
+                assert line in metrics.splitlines(), line
 
             job = client.post("/submit", json={"hotkey": "5Miner", "answer": "1", "think": 60}).json()["job_id"]
             left = running_container(client, job)["id"]
