@@ -477,3 +477,47 @@ async def test_the_recorder_answers_a_jobs_runs_and_sees_its_labels(
     assert job.state == "succeeded"
     (run,) = executor_recorder.runs
     assert (run.labels["base.job"], run.labels["base.attempt"], run.labels["base.task"]) == (job_id, "1", "judge")
+
+
+KILLED_DURING_A_BROKER_RUN = """
+import asyncio, sys
+from pathlib import Path
+from base_runner import RunnerSettings, executor
+from base_runner._executor.setup import build
+
+async def main():
+    settings = RunnerSettings(data_dir=Path(sys.argv[1]), executor_allowed_images=(sys.argv[2],),
+                              docker_broker_url=sys.argv[3], docker_broker_token_file=Path(sys.argv[4]))
+    await build(settings, sys.argv[5]).run(executor.RunSpec(image=sys.argv[2], command=("sleep", "300")), 600)
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_runners_broker_container_is_removed_through_the_broker_at_the_next_start(
+    broker: BrokerDouble, docker_engine: Engine, image: str, data_dir: Path
+) -> None:
+    runner = through(broker, data_dir, image)  # writes the token file the killed process reads
+    token_file = str(data_dir.parent / "broker_token")
+    args = [str(data_dir), image, broker.url, token_file, SLUG]
+    process = subprocess.Popen([sys.executable, "-c", KILLED_DURING_A_BROKER_RUN, *args])
+    try:
+        while not containers(docker_engine, SLUG, broker.prefix):
+            assert process.poll() is None
+            time.sleep(0.1)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+        async def restart() -> int:
+            try:
+                return await runner.remove_stale()
+            finally:
+                await runner.backend.close()
+
+        assert asyncio.run(restart()) == 1
+        assert containers(docker_engine, SLUG, broker.prefix) == []
+        assert any(r.path == "/v1/docker/cleanup" for r in broker.requests), "the broker removed it, not the test"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

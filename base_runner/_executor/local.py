@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import logging
 import math
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -43,6 +44,7 @@ class LocalDocker:
     def __init__(self, environment: Mapping[str, str] | None = None) -> None:
         self._environment = environment
         self._client: Any = None
+        self._connecting = threading.Lock()
         self._threads = concurrent.futures.ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="executor")
 
     # -- the engine, off the loop ---------------------------------------------------------------
@@ -51,16 +53,17 @@ class LocalDocker:
         return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
     def _engine(self) -> Any:
-        if self._client is None:
-            import docker  # first use: the package costs a tenth of a second to import
+        with self._connecting:  # the first calls may come from several threads at once
+            if self._client is None:
+                import docker  # first use: the package costs a tenth of a second to import
 
-            try:
-                self._client = docker.from_env(
-                    environment=self._environment, timeout=CALL_TIMEOUT, max_pool_size=MAX_THREADS
-                )
-            except docker.errors.DockerException as exc:
-                raise BackendUnavailable(_unreachable(exc)) from None
-        return self._client
+                try:
+                    self._client = docker.from_env(
+                        environment=self._environment, timeout=CALL_TIMEOUT, max_pool_size=MAX_THREADS
+                    )
+                except docker.errors.DockerException as exc:
+                    raise BackendUnavailable(_unreachable(exc)) from None
+            return self._client
 
     async def problem(self) -> str | None:
         try:
