@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,68 @@ def test_not_configured_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(storage, "_root", None)
     with pytest.raises(RuntimeError, match="not configured"):
         storage.path("x")
+
+
+def test_path_with_no_argument_is_the_data_dir(data: Path) -> None:
+    assert storage.path() == data == storage.root()
+
+
+def test_the_async_writes_leave_the_event_loop_free(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import threading
+
+    real_fsync = os.fsync
+    fsync_threads: set[int] = set()
+
+    def slow_fsync(fd: int) -> None:
+        # A busy volume: each fsync takes a while. On the loop's thread, the ticker below would stop.
+        fsync_threads.add(threading.get_ident())
+        time.sleep(0.05)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+
+    async def scenario() -> tuple[int, Path, Path]:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        written = await storage.write_bytes_async(storage.path("uploads", "a.bin"), b"payload")
+        text = await storage.write_text_async("notes/b.txt", "héllo")
+        during = ticks - before
+        stop.set()
+        await ticking
+        return during, written, text
+
+    during, written, text = asyncio.run(scenario())
+    assert written == data / "uploads" / "a.bin" and written.read_bytes() == b"payload"
+    assert text.read_text(encoding="utf-8") == "héllo"
+    assert fsync_threads and threading.get_ident() not in fsync_threads, "an fsync ran on the event loop's thread"
+    # At least four fsyncs of 50 ms each (files and new folders): the loop turned all along.
+    assert during >= 10, during
+
+
+def test_the_async_writer_streams_and_a_failure_leaves_the_old_file(data: Path) -> None:
+    import asyncio
+
+    async def stream(fail: bool) -> None:
+        async with storage.atomic_writer_async(storage.path("uploads", "c.bin")) as out:
+            for chunk in (b"one ", b"two ", b"three"):
+                await out.write(chunk)
+            if fail:
+                raise RuntimeError("the client went away")
+
+    asyncio.run(stream(fail=False))
+    assert (data / "uploads" / "c.bin").read_bytes() == b"one two three"
+    with pytest.raises(RuntimeError, match="went away"):
+        asyncio.run(stream(fail=True))
+    assert (data / "uploads" / "c.bin").read_bytes() == b"one two three"
+    assert sorted(p.name for p in (data / "uploads").iterdir()) == ["c.bin"]
