@@ -12,6 +12,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {
@@ -46,6 +48,25 @@ _OUTSIDE = ("CHALLENGE_", "BASE_", "PLATFORM_", "PYTHONPATH")
 SKIP_IMAGE_TESTS = "BASE_RUNNER_SKIP_IMAGE_TESTS"
 
 
+#: The modules that took longest (``--durations``), longest first. Under xdist each module runs on
+#: one worker (``--dist loadscope``: a module's fixtures are made once), and modules start in this
+#: order, then the rest: a long module started last would leave the other workers idle at the end.
+#: A stale entry costs only time.
+LONGEST_FIRST = (
+    "test_image.py",
+    "test_plugins.py",
+    "test_fuzz.py",
+    "test_shutdown.py",
+    "test_db_concurrency.py",
+    "test_push_serve.py",
+)
+
+
+def _start_order(item: pytest.Item) -> int:
+    name = item.path.name
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if os.environ.get(SKIP_IMAGE_TESTS, "") not in ("", "0"):
         # A skipif, placed first: pytest weighs every skipif before any skip, and the image
@@ -54,6 +75,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for item in items:
             if item.path.name == "test_image.py":
                 item.add_marker(skip, append=False)
+    # Stable: each module's tests stay together and in their order (--no-loadscope-reorder keeps it).
+    items.sort(key=_start_order)
 
 
 @pytest.fixture(scope="session")
@@ -93,12 +116,39 @@ def install(source: Path, target: Path) -> Path:
     return target
 
 
+def made_once(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """The folder ``name``, filled by ``make`` once per test run, whatever the number of xdist workers.
+
+    Each xdist worker has a base temp folder of its own under the run's: the first worker to take
+    the lock makes the folder there, and the others wait for it and use it as it is.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        folder = factory.mktemp(name)
+        make(folder)
+        return folder
+    run = factory.getbasetemp().parent
+    folder, made = run / name, run / f"{name}.made"
+    with FileLock(run / f"{name}.lock"):
+        if not made.exists():
+            # What a worker that failed half-way left.
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            made.touch()
+    return folder
+
+
+def _install_all(root: Path) -> None:
+    # Installs build in the package's own folder (setuptools' build/): never two of the same package at once.
+    with ThreadPoolExecutor(max_workers=len(PACKAGES)) as pool:
+        list(pool.map(lambda name: install(PACKAGES[name], root / name), PACKAGES))
+
+
 @pytest.fixture(scope="session")
 def sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each test plugin package installed into a site folder of its own."""
-    root = tmp_path_factory.mktemp("sites")
-    with ThreadPoolExecutor(max_workers=len(PACKAGES)) as pool:
-        return dict(zip(PACKAGES, pool.map(lambda name: install(PACKAGES[name], root / name), PACKAGES), strict=True))
+    """Each test plugin package installed into a site folder of its own, once per run."""
+    root = made_once(tmp_path_factory, "sites", _install_all)
+    return {name: root / name for name in PACKAGES}
 
 
 def _challenge_files(site: Path) -> set[str]:

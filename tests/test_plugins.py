@@ -142,7 +142,8 @@ def test_bad_routers_stop_serve(sites: dict[str, Path], data: str, name: str, ex
 
 
 def test_plugins_lists_every_challenge_and_whether_it_loads(sites: dict[str, Path]) -> None:
-    result = run_cli("plugins", "--json", sites=[sites["example"], sites["testbed"]])
+    # A process per challenge, two at a time on 2 cores: a minute on a loaded machine.
+    result = run_cli("plugins", "--json", sites=[sites["example"], sites["testbed"]], timeout=300)
     assert result.returncode == 3, "a broken challenge is a failure, as it is for serve"
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["example"] == {
