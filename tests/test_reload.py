@@ -6,7 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
-from conftest import PACKAGES
+from conftest import PACKAGES, logged
 
 
 def test_a_changed_route_is_served_after_the_reload(sites: dict[str, Path], tmp_path: Path, server) -> None:
@@ -35,4 +35,9 @@ def test_a_changed_route_is_served_after_the_reload(sites: dict[str, Path], tmp_
             time.sleep(0.2)
         assert client.get("/reloaded").json() == {"reloaded": True}
     assert served.stop() == 0, served.output()
-    assert "reloading when" in served.output()
+    records = served.records()
+    # One format from both processes, uvicorn's reloader and server lines included (JSON off a terminal).
+    assert [line for line in records if isinstance(line, str)] == [], served.output()
+    assert logged(records, "reloading when"), served.output()
+    assert any(r["logger"].startswith("uvicorn") and "Reloading" in r["message"] for r in records), served.output()
+    assert logged(records, "challenge example"), "the child's own lines are in it too"

@@ -9,15 +9,16 @@ afresh through :func:`app` each time: the same settings, lock and checks as
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import click
-
 from .._core.errors import RunnerError
 from .options import configure_logging, start
+
+log = logging.getLogger("base_runner")
 
 
 def _package_folder(module: str) -> Path | None:
@@ -33,14 +34,14 @@ def serve(challenge: str | None, host: str | None, port: int | None, data_dir: P
     from .._core.settings import load_settings, prepare_data_dir
     from .._plugins.plugins import select
 
-    configure_logging(debug)
     settings = load_settings(host=host, port=port, data_dir=data_dir)
+    configure_logging(debug, settings.log_format)
     selected = select(challenge)
     # What the child process reads: it starts from the environment, like serve in a container.
     os.environ["BASE_CHALLENGE_SLUG"] = selected.name
     os.environ["CHALLENGE_DATA_DIR"] = str(prepare_data_dir(settings.data_dir).resolve())
     folder = _package_folder(selected.module)
-    click.echo(f"base-runner: serving {selected.name}, reloading when {folder or 'its code'} changes", err=True)
+    log.info("serving %s, reloading when %s changes", selected.name, folder or "its code")
     uvicorn.run(
         "base_runner._cli.reloading:app",
         factory=True,
@@ -49,6 +50,9 @@ def serve(challenge: str | None, host: str | None, port: int | None, data_dir: P
         host=settings.host,
         port=settings.port,
         log_level="debug" if debug else "info",
+        # uvicorn's own handlers would print its lines (the reloader's, the child's) as plain text
+        # beside the runner's JSON: its loggers go through the one setup instead, in both processes.
+        log_config=None,
     )
 
 
@@ -65,5 +69,7 @@ def app() -> Any:
         dbfile.check_before_open()
         return serving(create_app(loaded, settings, dbfile=dbfile))
     except RunnerError as exc:
-        click.echo(f"base-runner: error: {exc} (waiting for a change to reload)", err=True)
+        if not logging.getLogger().handlers:  # the fault came before start() set the logging up
+            configure_logging(False)
+        log.error("%s (waiting for a change to reload)", exc)
         sys.exit(exc.exit_code)
