@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SERVE_TOKEN, Served, logged, run_cli
+from conftest import SERVE_TOKEN, Served, eventually, logged, run_cli
 
 MASTER = {"Authorization": f"Bearer {SERVE_TOKEN}", "X-Base-Challenge-Slug": "jobs-lab"}
 FAST = {"CHALLENGE_JOBS_LEASE": "1", "CHALLENGE_JOBS_GRACE": "0.5"}
@@ -33,17 +33,6 @@ def lab(server: Any, sites: dict[str, Path], tmp_path: Path) -> Callable[..., Se
         return server(["--challenge", "jobs-lab", "--data-dir", str(data)], [sites["testbed"]], **{**FAST, **env})
 
     return start
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen in {timeout}s")
-        time.sleep(0.05)
 
 
 def job(served: Served, job_id: str) -> dict[str, Any]:
@@ -84,7 +73,7 @@ def test_a_rolled_back_enqueue_leaves_no_job_and_a_committed_one_scores(lab: Cal
     served = lab()
     assert submit(served, hotkey="5Dropped", rollback=True)["committed"] is False
     kept = submit(served, hotkey="5Kept")
-    done = wait_for(finished(served, kept["job_id"]), what="the committed job's success")
+    done = eventually(finished(served, kept["job_id"]), "the committed job's success")
     assert done["attempts"] == 1 and done["error"] is None
     # The rolled-back job took the same id, and lost it with its transaction: one job, the kept one's.
     assert [(j["id"], j["args"]) for j in jobs_list(served)] == [
@@ -102,7 +91,7 @@ def test_a_rolled_back_enqueue_leaves_no_job_and_a_committed_one_scores(lab: Cal
 def test_a_failing_task_is_retried_with_growing_delays_then_dead_with_its_error(lab: Callable[..., Served]) -> None:
     served = lab()
     failing = submit(served, behaviour="fail")
-    dead = wait_for(finished(served, failing["job_id"], "dead"), what="the failing job's death")
+    dead = eventually(finished(served, failing["job_id"], "dead"), "the failing job's death")
     assert dead["attempts"] == 3
     assert dead["error"] == f"RuntimeError: the judge failed on submission {failing['submission_id']}"
     assert "Traceback" in dead["traceback"] and "jobs_lab.py" in dead["traceback"]
@@ -120,7 +109,7 @@ def test_a_failing_task_is_retried_with_growing_delays_then_dead_with_its_error(
 def test_permanent_ends_a_job_after_one_attempt(lab: Callable[..., Served]) -> None:
     served = lab()
     permanent = submit(served, behaviour="permanent")
-    dead = wait_for(finished(served, permanent["job_id"], "dead"), what="the job's death")
+    dead = eventually(finished(served, permanent["job_id"], "dead"), "the job's death")
     assert dead["attempts"] == 1
     assert dead["error"] == f"Permanent: submission {permanent['submission_id']} cannot be evaluated"
     assert [a["attempt"] for a in attempts(served)["attempts"]] == [1]
@@ -133,8 +122,8 @@ def test_two_enqueues_with_one_key_make_one_job(lab: Callable[..., Served]) -> N
     second = submit(served, behaviour="sleep:0.5", key="submission:one")
     other = submit(served, behaviour="sleep:0.5", key="submission:two")
     assert first["job_id"] == second["job_id"] != other["job_id"]
-    wait_for(finished(served, first["job_id"]), what="the keyed job's success")
-    wait_for(finished(served, other["job_id"]), what="the other job's success")
+    eventually(finished(served, first["job_id"]), "the keyed job's success")
+    eventually(finished(served, other["job_id"]), "the other job's success")
     assert len(jobs_list(served)) == 2
     # Once the first is done, the key is free again: a new enqueue makes a new job.
     again = submit(served, key="submission:one")
@@ -147,7 +136,7 @@ def test_a_task_with_concurrency_one_never_overlaps_itself(lab: Callable[..., Se
     with served.client() as client:
         ids = client.post("/lab/serial", json={"count": 50}).json()["job_ids"]
     assert len(set(ids)) == 50
-    wait_for(lambda: len(jobs_list(served, state="succeeded", limit=100)) == 50, what="50 serial jobs")
+    eventually(lambda: len(jobs_list(served, state="succeeded", limit=100)) == 50, "50 serial jobs")
     found = attempts(served)
     runs = sorted((a["started"], a["ended"]) for a in found["attempts"] if a["task"] == "serial")
     assert len(runs) == 50
@@ -161,11 +150,11 @@ def test_kill_9_during_a_job_costs_one_attempt_and_it_runs_again_soon_after_rest
 ) -> None:
     served = lab()
     slow = submit(served, behaviour="sleep:3")
-    wait_for(lambda: job(served, slow["job_id"])["state"] == "running", what="the job's start")
+    eventually(lambda: job(served, slow["job_id"])["state"] == "running", "the job's start")
     served.stop(signal.SIGKILL)
     restarted = lab()
     started = time.monotonic()
-    done = wait_for(finished(restarted, slow["job_id"]), what="the job's success after the restart")
+    done = eventually(finished(restarted, slow["job_id"]), "the job's success after the restart")
     assert time.monotonic() - started < 3 + 5  # its 3 s run, and a lease of 1 s to expire first
     assert done["attempts"] == 2
     assert [a["attempt"] for a in attempts(restarted)["attempts"]] == [1, 2]
@@ -178,7 +167,7 @@ def test_sigterm_during_a_job_exits_0_soon_and_the_job_completes_after_restart_u
 ) -> None:
     served = lab()
     slow = submit(served, behaviour="sleep:3")
-    wait_for(lambda: job(served, slow["job_id"])["state"] == "running", what="the job's start")
+    eventually(lambda: job(served, slow["job_id"])["state"] == "running", "the job's start")
     stopping = time.monotonic()
     assert served.stop(signal.SIGTERM, timeout=10) == 0
     assert time.monotonic() - stopping < 10
@@ -186,7 +175,7 @@ def test_sigterm_during_a_job_exits_0_soon_and_the_job_completes_after_restart_u
     restarted = lab()
     queued = job(restarted, slow["job_id"])
     assert queued["attempts"] in (0, 1)  # put back unspent; perhaps claimed again already
-    done = wait_for(finished(restarted, slow["job_id"]), what="the job's success after the restart")
+    done = eventually(finished(restarted, slow["job_id"]), "the job's success after the restart")
     assert done["attempts"] == 1
     assert restarted.stop() == 0
 
@@ -195,7 +184,7 @@ def test_sigterm_runs_the_jobs_grace_while_requests_drain_so_both_fit_in_10_s(la
     # Default grace (5 s) and uvicorn's own 8 s for requests: one after the other they would take 13 s.
     served = lab(CHALLENGE_JOBS_GRACE="5")
     slow = submit(served, behaviour="sleep:30")
-    wait_for(lambda: job(served, slow["job_id"])["state"] == "running", what="the job's start")
+    eventually(lambda: job(served, slow["job_id"])["state"] == "running", "the job's start")
     with ThreadPoolExecutor(1) as pool:
         hanging = pool.submit(httpx.get, served.url + "/lab/slow", params={"seconds": 30}, timeout=30)
         time.sleep(0.3)  # the request is in flight
@@ -214,7 +203,7 @@ def test_sigterm_runs_the_jobs_grace_while_requests_drain_so_both_fit_in_10_s(la
 def test_a_task_that_outlives_its_lease_tenfold_never_runs_twice_at_once(lab: Callable[..., Served]) -> None:
     served = lab(CHALLENGE_JOBS_LEASE="0.4")
     slow = submit(served, behaviour="sleep:4")
-    done = wait_for(finished(served, slow["job_id"]), what="the long job's success")
+    done = eventually(finished(served, slow["job_id"]), "the long job's success")
     assert done["attempts"] == 1 and done["progress"] == 1.0
     assert [a["attempt"] for a in attempts(served)["attempts"]] == [1]
     assert not logged(served.records(), "lost its lease")
@@ -224,10 +213,10 @@ def test_a_task_that_outlives_its_lease_tenfold_never_runs_twice_at_once(lab: Ca
 def test_cancel_stops_a_running_job_and_a_queued_one_never_runs(lab: Callable[..., Served]) -> None:
     served = lab()
     done = submit(served)
-    wait_for(finished(served, done["job_id"]), what="the first job's success")
+    eventually(finished(served, done["job_id"]), "the first job's success")
     running = submit(served, behaviour="sleep:20")
     later = submit(served, behaviour="ok", delay=60)
-    wait_for(lambda: job(served, running["job_id"])["state"] == "running", what="the job's start")
+    eventually(lambda: job(served, running["job_id"])["state"] == "running", "the job's start")
     with served.client() as client:
         stopped = client.post(f"/internal/v1/jobs/{running['job_id']}/cancel", headers=MASTER)
         never = client.post(f"/internal/v1/jobs/{later['job_id']}/cancel", headers=MASTER)
@@ -253,9 +242,9 @@ def test_the_jobs_commands_list_show_retry_and_cancel_beside_the_running_server(
         return run_cli("jobs", *args, "--url", served.url, CHALLENGE_SHARED_TOKEN=SERVE_TOKEN)
 
     dead = submit(served, behaviour="permanent")
-    wait_for(finished(served, dead["job_id"], "dead"), what="the job's death")
+    eventually(finished(served, dead["job_id"], "dead"), "the job's death")
     running = submit(served, behaviour="sleep:20")
-    wait_for(lambda: job(served, running["job_id"])["state"] == "running", what="the job's start")
+    eventually(lambda: job(served, running["job_id"])["state"] == "running", "the job's start")
 
     listed = cli("list", "--state", "dead")
     assert listed.returncode == 0, listed.stderr
@@ -275,10 +264,10 @@ def test_the_jobs_commands_list_show_retry_and_cancel_beside_the_running_server(
     # The dead job runs again, with its attempts counted afresh: Permanent ends it once more.
     retried = cli("retry", dead["job_id"])
     assert retried.returncode == 0 and f"job {dead['job_id']}: evaluate, queued" in retried.stdout
-    wait_for(lambda: len([a for a in attempts(served)["attempts"] if a["job"] == dead["job_id"]]) == 2)
-    wait_for(finished(served, dead["job_id"], "dead"), what="the retried job's death")
+    eventually(lambda: len([a for a in attempts(served)["attempts"] if a["job"] == dead["job_id"]]) == 2, "the rerun")
+    eventually(finished(served, dead["job_id"], "dead"), "the retried job's death")
     done = submit(served)
-    wait_for(finished(served, done["job_id"]), what="a job's success")
+    eventually(finished(served, done["job_id"]), "a job's success")
     refused = cli("retry", done["job_id"])
     assert refused.returncode == 1
     assert refused.stderr.strip() == (
@@ -296,7 +285,7 @@ def test_the_jobs_commands_list_show_retry_and_cancel_beside_the_running_server(
 def test_the_loop_watchdog_names_the_job_whose_task_blocked_the_loop(lab: Callable[..., Served]) -> None:
     served = lab(CHALLENGE_LOOP_STALL="0.5")
     blocking = submit(served, behaviour="block:2")
-    wait_for(finished(served, blocking["job_id"]), what="the blocking job's end")
+    eventually(finished(served, blocking["job_id"]), "the blocking job's end")
     with served.client() as client:
         reasons = client.get("/internal/status").json()["checks"]["loop"]["reasons"]
     (reason,) = reasons
