@@ -1,7 +1,7 @@
 """The runner image, built from the real Dockerfiles and run on a real single-node Swarm, as BASE deploys it.
 
-The test starts a Docker engine and a Swarm of its own (see image_helpers),
-builds the runner image from ``Dockerfile``, the example challenge as version
+The test makes the session's Docker engine (conftest's ``docker_engine``, see image_helpers) the
+manager of a Swarm, builds the runner image from ``Dockerfile``, the example challenge as version
 1.2.0 with ``examples/challenge.Dockerfile`` and as 1.2.1 with the
 ``CHALLENGE_PACKAGES`` build argument, under the slug ``bounty-hunt`` that
 docs/operating.md uses, and then runs the blocks of docs/operating.md marked
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from image_helpers import DOCKER, DOCKERD, DieEvents, Engine, base_image, build, engine
+from image_helpers import DOCKER, DOCKERD, DieEvents, Engine, base_image, build
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "operating.md"
@@ -109,14 +109,16 @@ class Images:
 
 
 @pytest.fixture(scope="module")
-def docker() -> Iterator[Engine]:
-    """An engine of the test's own, manager of a single-node Swarm on loopback."""
-    with engine() as started:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        started.docker("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", f"127.0.0.1:{port}")
-        yield started
+def docker(docker_engine: Engine) -> Iterator[Engine]:
+    """The session's engine (conftest's ``docker_engine``), made manager of a single-node Swarm on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    docker_engine.docker("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", f"127.0.0.1:{port}")
+    try:
+        yield docker_engine
+    finally:
+        docker_engine.docker("swarm", "leave", "--force", check=False, timeout=60)
 
 
 @pytest.fixture(scope="module")
