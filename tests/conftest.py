@@ -54,7 +54,9 @@ SKIP_IMAGE_TESTS = "BASE_RUNNER_SKIP_IMAGE_TESTS"
 #: A stale entry costs only time.
 LONGEST_FIRST = (
     "test_image.py",
+    "test_powercut.py",
     "test_plugins.py",
+    "test_executor.py",
     "test_fuzz.py",
     "test_shutdown.py",
     "test_db_concurrency.py",
@@ -144,10 +146,15 @@ def _install_all(root: Path) -> None:
         list(pool.map(lambda name: install(PACKAGES[name], root / name), PACKAGES))
 
 
+#: Where a pytest run that a test starts (tests/test_plugins.py) finds the packages its parent installed.
+SITES_FROM = "BASE_RUNNER_TEST_SITES"
+
+
 @pytest.fixture(scope="session")
 def sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each test plugin package installed into a site folder of its own, once per run."""
-    root = made_once(tmp_path_factory, "sites", _install_all)
+    given = os.environ.get(SITES_FROM)
+    root = Path(given) if given else made_once(tmp_path_factory, "sites", _install_all)
     return {name: root / name for name in PACKAGES}
 
 

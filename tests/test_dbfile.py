@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import logged, run_cli, tracebacks
+from conftest import eventually, logged, run_cli, tracebacks
 from loopfs import loop_fs
 from wire_schemas import ErrorResponse, reasons_of
 
@@ -140,8 +139,8 @@ def test_unclean_stop_whose_wal_is_gone_is_said_loudly(sites: dict[str, Path], t
     assert wal.stat().st_size > 0
     wal.unlink()
     again = server(args, [sites["testbed"]])
-    time.sleep(0.2)
-    (loss,) = logged(again.records(), f"did not stop cleanly, and its write-ahead log {wal} is gone", "ERROR")
+    lost = f"did not stop cleanly, and its write-ahead log {wal} is gone"
+    (loss,) = eventually(lambda: logged(again.records(), lost, "ERROR"), "the data loss to be logged")
     assert loss["message"].startswith("DATA LOSS: ")
     assert again.stop() == 0
     # A clean stop leaves no such line at the next start.

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PACKAGES, ROOT, clean_env, install, linked_venv, run_cli
+from conftest import PACKAGES, ROOT, SITES_FROM, clean_env, install, linked_venv, run_cli
 
 
 @pytest.fixture
@@ -190,7 +190,8 @@ def test_a_challenge_installed_in_the_test_environment_changes_no_result(
             f"{Path(__file__)}::test_plugins_table",
         ],
         cwd=ROOT,
-        env=clean_env(),
+        # The packages this run installed: the nested run would install them all again.
+        env={**clean_env(), SITES_FROM: str(sites["example"].parent)},
         capture_output=True,
         text=True,
         timeout=300,
