@@ -294,3 +294,26 @@ def test_the_loop_watchdog_names_the_job_whose_task_blocked_the_loop(lab: Callab
     assert "in evaluate (" in reason and "jobs_lab.py" in reason
     assert f", in job {blocking['job_id']} (evaluate): every request waited" in reason
     assert served.stop() == 0
+
+
+def test_status_shows_the_queue_by_task_and_state(lab: Callable[..., Served]) -> None:
+    served = lab()
+
+    def status() -> Any:
+        return run_cli("status", "--url", served.url, CHALLENGE_SHARED_TOKEN=SERVE_TOKEN)
+
+    assert "jobs: none queued, running or dead" in status().stdout
+    dead = submit(served, behaviour="permanent")
+    eventually(finished(served, dead["job_id"], "dead"), "the job's death")
+    submit(served, behaviour="sleep:20")
+    submit(served, behaviour="ok", delay=60)
+
+    # Counted every third of a lease (1 s here).
+    def counted() -> str | None:
+        text = status().stdout
+        return text if "evaluate 1 dead, 1 queued, 1 running" in text else None
+
+    shown = eventually(counted, "the queue in status")
+    (jobs_line,) = [line for line in shown.splitlines() if line.startswith("jobs: ")]
+    assert jobs_line == "jobs: evaluate 1 dead, 1 queued, 1 running"  # the queued one is not due yet
+    assert served.stop() == 0

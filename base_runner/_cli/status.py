@@ -181,6 +181,18 @@ def render(status: Status, now: float | None = None) -> str:
     for part, state in sorted(status.parts.items()):
         mark = "ok  " if state["ok"] else "DOWN"
         lines.append(f"{mark} {part:<{width}}  {state['state']:<14} since {_ago(state['since'], now)}")
+    jobs = status.readiness.get("checks", {}).get("jobs", {})
+    if jobs.get("queue"):
+        oldest = jobs.get("oldest_due_seconds", {})
+        shown = [
+            f"{task} "
+            + ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+            + (f" (oldest due {oldest[task]:.1f}s ago)" if oldest.get(task) else "")
+            for task, states in sorted(jobs["queue"].items())
+        ]
+        lines.append("jobs: " + "; ".join(shown))
+    elif "queue" in jobs:
+        lines.append("jobs: none queued, running or dead")
     weights = status.weights
     last = weights.get("last", {})
     if last:
