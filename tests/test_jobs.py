@@ -178,3 +178,22 @@ async def test_the_runner_evolves_its_jobs_table_and_never_reports_it_as_drift(
     assert 'base_runner_jobs_succeeded_total{task="serial"} 1.0' in metrics
     assert 'base_runner_job_attempt_duration_seconds_count{outcome="succeeded",task="serial"} 1.0' in metrics
     assert 'base_runner_jobs_oldest_due_seconds{task="evaluate"} 0.0' in metrics
+
+
+async def test_an_attempt_whose_job_was_taken_over_can_write_nothing(
+    challenge_client: httpx.AsyncClient, run_jobs: Any, job_state: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from runner_testbed import jobs_lab
+
+    jobs_lab.LOST.clear()
+    stolen = await submit(challenge_client, behaviour="stolen")
+    assert await run_jobs() == [await job_state(stolen["job_id"])]
+    # Its progress and its result were refused: the job stays the other runner's, unscored.
+    (refused,) = jobs_lab.LOST
+    assert refused == f"job {stolen['job_id']}: this attempt no longer holds the job (its lease was taken over)"
+    held = await job_state(stolen["job_id"])
+    assert (held.state, held.attempts, held.progress, held.error) == ("running", 1, None, None)
+    async with database.session(readonly=True) as session:
+        assert (await session.get(jobs_lab.LabSubmission, stolen["submission_id"])).score is None
+    (line,) = [r for r in caplog.records if r.name == "base_runner.jobs" and "attempt 1/3 lost" in r.getMessage()]
+    assert "LeaseLost" in line.getMessage()

@@ -317,3 +317,14 @@ def test_status_shows_the_queue_by_task_and_state(lab: Callable[..., Served]) ->
     (jobs_line,) = [line for line in shown.splitlines() if line.startswith("jobs: ")]
     assert jobs_line == "jobs: evaluate 1 dead, 1 queued, 1 running"  # the queued one is not due yet
     assert served.stop() == 0
+
+
+def test_finished_jobs_are_pruned_after_the_retention_and_dead_ones_kept(lab: Callable[..., Served]) -> None:
+    served = lab(CHALLENGE_JOBS_RETENTION="1")
+    done = submit(served)
+    dead = submit(served, behaviour="permanent")
+    eventually(finished(served, done["job_id"]), "the job's success")
+    eventually(finished(served, dead["job_id"], "dead"), "the other job's death")
+    eventually(lambda: [j["id"] for j in jobs_list(served)] == [dead["job_id"]], "the succeeded job's pruning")
+    assert logged(served.records(), "jobs: pruned 1 finished jobs older than 1s")
+    assert served.stop() == 0

@@ -64,7 +64,7 @@ _ENQUEUED = "base_runner_jobs_enqueued"
 _ATTEMPT = "base_runner_jobs_attempt"
 #: Seconds the scheduler sleeps at most with nothing due, in case a wake was missed.
 MAX_IDLE = 30.0
-#: Seconds between prunings of finished jobs.
+#: Seconds between prunings of finished jobs, at most (a retention shorter than twice this prunes more often).
 PRUNE_EVERY = 60.0
 #: Jobs one pruning deletes at most, so that it holds the writer briefly.
 PRUNE_BATCH = 500
@@ -652,7 +652,7 @@ class Scheduler:
             try:
                 await self._renew()
                 await self._take_over()
-                if time.monotonic() - self._last_prune >= PRUNE_EVERY:
+                if time.monotonic() - self._last_prune >= min(PRUNE_EVERY, self.retention / 2):
                     await self._prune()
                 await self._refresh()
             except Exception as exc:

@@ -5,6 +5,7 @@ of its own, so the tests read from the database what ran, when, and whether two 
 """
 
 import asyncio
+import sqlite3
 import time
 
 from fastapi import APIRouter, Depends
@@ -36,6 +37,8 @@ class LabAttempt(Base):
     ended: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+#: What the attempts that lost their job were told.
+LOST: list[str] = []
 #: Attempts of each task running in this process now, and the most seen at once.
 RUNNING: dict[str, int] = {}
 MOST: dict[str, int] = {}
@@ -70,6 +73,16 @@ async def evaluate(job: jobs.Job, submission_id: int) -> None:
             raise RuntimeError(f"the judge failed on submission {submission_id}")
         if kind == "permanent":
             raise jobs.Permanent(f"submission {submission_id} cannot be evaluated")
+        if kind == "stolen":
+            # Another runner takes the job over (as after this one stalled past its lease): from now on,
+            # every write of this attempt must be refused.
+            with sqlite3.connect(database.engine.url.database) as conn:
+                conn.execute("UPDATE base_runner_jobs SET lease_token = 'another-runner' WHERE id = ?", (int(job.id),))
+            conn.close()
+            try:
+                await job.progress(0.5, "after the take-over")
+            except jobs.LeaseLost as exc:
+                LOST.append(str(exc))
         if kind == "block":
             time.sleep(float(value))  # what a task must not do: the loop watchdog names the job
         if kind == "sleep":
