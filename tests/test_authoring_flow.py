@@ -2,7 +2,10 @@
 
 Install, new, its tests, check, serve, the image build and the CI that pushes it: each step's
 commands and expected output are read from the guide itself, and the published names from
-base_runner/_authoring/release.py, so the guide cannot drift from what the runner does.
+base_runner/_authoring/release.py, so the guide cannot drift from what the runner does. The last
+test replays an author's first hour from an empty folder: new, a bridged route with its own body
+limit and async storage, a worker on a setting its test shortens with challenge_env, the tests,
+check and serve.
 """
 
 from __future__ import annotations
@@ -134,3 +137,196 @@ def test_7_ci_tests_with_the_release_tag_and_pushes_the_image(project: tuple[Pat
     assert "images: ghcr.io/${{ github.repository }}" in workflow and "packages: write" in workflow
     assert f"base-runner check --challenge {SLUG}" in workflow
     assert "git tag v0.2.0 && git push origin main v0.2.0" in GUIDE
+
+
+# The author's first hour, replayed from an empty folder: a review board. Miners send reviews
+# through the master's bridge (the scaffold's way in), each at most 4 KiB (MaxBody), its text kept
+# on the data volume (async storage); a worker decays the scores on a period from the challenge's
+# settings, which a test shortens with challenge_env before the worker starts.
+BOARD = "review-board"
+BOARD_MODULE = "review_board_challenge"
+AUTHORS_CODE = {
+    f"{BOARD_MODULE}/settings.py": '''"""The board's settings: CHALLENGE_* variables."""
+
+from base_runner import ChallengeSettings
+from pydantic import Field
+
+
+class BoardSettings(ChallengeSettings):
+    #: Seconds between two halvings of every review's score.
+    decay_seconds: float = Field(3600.0, gt=0)
+
+
+settings = BoardSettings()
+''',
+    f"{BOARD_MODULE}/reviews.py": '''"""Reviews, sent by miners through the master's bridge."""
+
+from typing import Annotated
+
+from base_runner import Base, MaxBody, VerifiedHotkey, database, storage, verified_hotkey
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+from sqlalchemy import Float, String
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+reviews = APIRouter()
+
+
+class Review(Base):
+    __tablename__ = "review_board_reviews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hotkey: Mapped[str] = mapped_column(String(128))
+    score: Mapped[float] = mapped_column(Float)
+
+
+class NewReview(BaseModel):
+    text: str = Field(min_length=1)
+
+
+@reviews.post(
+    "/internal/v1/bridge/reviews", status_code=201, dependencies=[Depends(MaxBody(4096))]
+)
+async def review(
+    body: NewReview,
+    miner: Annotated[VerifiedHotkey, Depends(verified_hotkey)],
+    session: Annotated[AsyncSession, Depends(database.session_dependency)],
+) -> dict[str, int]:
+    row = Review(hotkey=miner.hotkey, score=float(len(body.text.split())))
+    session.add(row)
+    await session.commit()
+    await storage.write_text_async(storage.path("reviews", f"{row.id}.txt"), body.text)
+    return {"id": row.id}
+''',
+    f"{BOARD_MODULE}/decay.py": '''"""The worker that halves every review's score, every CHALLENGE_DECAY_SECONDS."""
+
+import asyncio
+
+from base_runner import database
+from sqlalchemy import update
+
+from .reviews import Review
+from .settings import settings
+
+
+async def decay_forever() -> None:
+    period = settings.decay_seconds  # read once, when the worker starts
+    while True:
+        await asyncio.sleep(period)
+        async with database.session() as session:
+            await session.execute(update(Review).values(score=Review.score / 2))
+            await session.commit()
+''',
+    "tests/test_reviews.py": f"""import asyncio
+
+import pytest
+from base_runner import database
+from httpx import AsyncClient
+from sqlalchemy import select
+
+from {BOARD_MODULE}.reviews import Review
+
+REVIEWS = "/internal/v1/bridge/reviews"
+
+
+async def test_a_review_is_kept_on_the_data_volume(bridge_client: AsyncClient, challenge_data_dir) -> None:
+    response = await bridge_client.post(REVIEWS, json={{"text": "clear and kind"}})
+    assert response.status_code == 201
+    kept = challenge_data_dir / "reviews" / f"{{response.json()['id']}}.txt"
+    assert kept.read_text() == "clear and kind"
+
+
+async def test_a_review_over_4_kib_is_refused(bridge_client: AsyncClient) -> None:
+    response = await bridge_client.post(REVIEWS, json={{"text": "x" * 5000}})
+    assert (response.status_code, response.json()["code"]) == (413, "body_too_large")
+
+
+@pytest.mark.parametrize("challenge_env", [{{"CHALLENGE_DECAY_SECONDS": "0.05"}}])
+async def test_the_worker_halves_the_scores(bridge_client: AsyncClient) -> None:
+    await bridge_client.post(REVIEWS, json={{"text": "one two three four"}})
+    for _ in range(400):
+        async with database.session(readonly=True) as session:
+            if (await session.scalars(select(Review.score))).one() < 4.0:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the worker did not decay with CHALLENGE_DECAY_SECONDS=0.05")
+""",
+}
+PLUGIN_HOOKS = """
+
+@hookimpl
+def register_routers() -> list[APIRouter]:
+    return [router, reviews]
+
+
+@hookimpl
+def lifespan(app: FastAPI) -> AbstractAsyncContextManager[object]:
+    return run_worker(app, decay_forever, name="decay")
+"""
+
+
+def test_8_an_authors_first_hour_from_an_empty_folder(tmp_path: Path, server) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    created = subprocess.run(
+        [str(Path(sys.executable).with_name("base-runner")), "new", BOARD],
+        cwd=root,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    folder = root / BOARD
+    for relative, text in AUTHORS_CODE.items():
+        (folder / relative).write_text(text)
+    plugin = folder / BOARD_MODULE / "plugin.py"
+    generated = plugin.read_text()
+    hook = "@hookimpl\ndef register_routers() -> APIRouter:\n    return router\n"
+    assert hook in generated
+    plugin.write_text(
+        "from contextlib import AbstractAsyncContextManager\n\nfrom fastapi import FastAPI\n"
+        + generated.replace(hook, "")
+        .replace(
+            "from base_runner import database, hookimpl",
+            "from base_runner import database, hookimpl, run_worker",
+        )
+        .replace(
+            "from .routes import router\n",
+            "from .decay import decay_forever\nfrom .reviews import reviews\nfrom .routes import router\n",
+        )
+        + PLUGIN_HOOKS
+    )
+    site = install(folder, tmp_path / "site")
+
+    tested = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "t")],
+        cwd=folder,
+        env=clean_env([site]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert tested.returncode == 0, tested.stdout
+    assert re.search(r"\b9 passed\b", tested.stdout.splitlines()[-1]), tested.stdout
+
+    checked = run_cli("check", "--challenge", BOARD, sites=[site])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "hooks: get_weights, lifespan, register_routers" in checked.stdout.splitlines()[0]
+
+    (tmp_path / "data").mkdir()
+    served = server(
+        ["--challenge", BOARD, "--data-dir", str(tmp_path / "data")], [site], CHALLENGE_SHARED_TOKEN="t0k3n-dev"
+    )
+    bridge = {"Authorization": "Bearer t0k3n-dev", "X-Base-Challenge-Slug": BOARD, "X-Base-Verified-Hotkey": "5F..."}
+    with served.client() as client:
+        assert client.get("/health").json()["status"] == "ok"
+        stored = client.post("/internal/v1/bridge/reviews", json={"text": "a fair review"}, headers=bridge)
+        assert stored.status_code == 201, stored.text
+        kept = tmp_path / "data" / "reviews" / f"{stored.json()['id']}.txt"
+        assert kept.read_text() == "a fair review"
+        too_long = client.post("/internal/v1/bridge/reviews", json={"text": "x" * 5000}, headers=bridge)
+        assert (too_long.status_code, too_long.json()["code"]) == (413, "body_too_large")
+        assert client.post("/internal/v1/bridge/reviews", json={"text": "mine"}).status_code == 401
+    assert served.stop() == 0
