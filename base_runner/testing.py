@@ -22,13 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# Public here, for the type hints of a test that uses ``executor_recorder``; standard library only underneath.
+from ._executor.recorder import ExecutorRecorder as ExecutorRecorder
+from ._executor.recorder import RecordedRun as RecordedRun
+
 if TYPE_CHECKING:
     import httpx
     from fastapi import FastAPI
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from ._core.settings import RunnerSettings
-    from ._executor.recorder import ExecutorRecorder
     from .jobs import JobInfo
 
 #: The master token the fixtures configure and ``master_client`` sends.
@@ -273,13 +276,12 @@ def job_state(challenge_app: FastAPI) -> Callable[[str], Awaitable[JobInfo]]:
 def executor_recorder(challenge_slug: str | None, challenge_settings: RunnerSettings) -> Iterator[ExecutorRecorder]:
     """Docker replaced by a recorder: ``executor.run`` checks the spec as ever, records it, and answers a reply.
 
-    ``executor_recorder.runs`` lists each :class:`~base_runner._executor.recorder.RecordedRun` (``spec``,
+    ``executor_recorder.runs`` lists each :class:`RecordedRun` (``spec``,
     ``timeout``, ``mounts``, ``labels``); ``executor_recorder.reply(result_or_function, ...)`` queues the
     answers (by default ``RunResult(0, "", "")``); ``executor_recorder.allowed_images`` adds to
     ``CHALLENGE_EXECUTOR_ALLOWED_IMAGES`` for the test. Works with or without ``challenge_app``.
     """
     from ._executor import service, setup
-    from ._executor.recorder import ExecutorRecorder
 
     recorder = ExecutorRecorder()
     previous_stand_in, setup.stand_in = setup.stand_in, recorder

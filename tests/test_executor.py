@@ -26,9 +26,9 @@ from image_helpers import BUSYBOX, Engine, busybox_image
 
 from base_runner import RunnerSettings, executor
 from base_runner._executor.local import LocalDocker
-from base_runner._executor.recorder import ExecutorRecorder, RecordedRun
 from base_runner._executor.service import Executor
 from base_runner._executor.setup import build
+from base_runner.testing import ExecutorRecorder, RecordedRun
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -216,9 +216,9 @@ import asyncio, sys
 from pathlib import Path
 from base_runner import RunnerSettings, executor
 from base_runner._executor.local import LocalDocker
-from base_runner._executor.recorder import ExecutorRecorder, RecordedRun
 from base_runner._executor.service import Executor
 from base_runner._executor.setup import build
+from base_runner.testing import ExecutorRecorder, RecordedRun
 
 async def main():
     runner = Executor(LocalDocker({"DOCKER_HOST": sys.argv[1]}), slug=sys.argv[2], data_dir=Path(sys.argv[3]),
@@ -484,6 +484,7 @@ import asyncio, sys
 from pathlib import Path
 from base_runner import RunnerSettings, executor
 from base_runner._executor.setup import build
+from base_runner.testing import ExecutorRecorder, RecordedRun
 
 async def main():
     settings = RunnerSettings(data_dir=Path(sys.argv[1]), executor_allowed_images=(sys.argv[2],),
