@@ -427,26 +427,28 @@ class Scheduler:
         while not self._stopping:
             self._wake.clear()
             self.alive_at = time.monotonic()
-            slots = self._slots()
-            wait: float | None = MAX_IDLE
-            if slots and self.db.refusal is None:
-                try:
-                    claimed = await self._claim(slots)
-                except Exception as exc:
-                    log.error("jobs: claiming failed (%s); trying again in 1s", describe(exc))
-                    await asyncio.sleep(1.0)
-                    continue
-                for row in claimed:
-                    self._start(row)
-                if claimed and self._slots():
-                    continue  # room left, and perhaps more due: claim again at once
-                if not claimed:
-                    due = await self._next_due(slots)
-                    wait = None if due is None else max(0.0, due - self.now())
-            timeout = MAX_IDLE if wait is None else min(wait, MAX_IDLE)
-            if timeout > 0:
+            try:
+                wait = await self._turn()
+            except Exception as exc:
+                # A database fault (busy past its timeout, a disk error): the jobs wait in the table.
+                log.error("jobs: claiming failed (%s); trying again in 1s", describe(exc))
+                wait = 1.0
+            if wait > 0:
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _turn(self) -> float:
+        """Claim what is due into the free slots; the seconds to sleep unless woken (0: claim again)."""
+        slots = self._slots()
+        if not slots or self.db.refusal is not None:
+            return MAX_IDLE  # an attempt's end, or an operator, wakes the loop
+        claimed = await self._claim(slots)
+        for row in claimed:
+            self._start(row)
+        if claimed:
+            return 0.0 if self._slots() else MAX_IDLE  # room left, and perhaps more due: claim again at once
+        due = await self._next_due(slots)
+        return MAX_IDLE if due is None else min(max(0.0, due - self.now()), MAX_IDLE)
 
     def _claim_statement(self, names: tuple[str, ...]) -> Any:
         statement = self._claims.get(names)
