@@ -57,7 +57,7 @@ def test_docs_and_templates_name_the_published_runner(path: Path) -> None:
     assert {match for match in _IMAGE.findall(text)} <= {release.IMAGE}
     # A git URL only of the runner's own repository, pinned to a release's tag.
     pinned = re.compile(re.escape(f"git+{release.REPOSITORY}@v") + r"\d+\.\d+\.\d+\b")
-    assert not re.findall(r"git\+\S+", pinned.sub("", text))
+    assert not re.findall(r"git\+[a-z]+://\S+", pinned.sub("", text))
 
 
 def test_new_writes_the_published_names() -> None:
