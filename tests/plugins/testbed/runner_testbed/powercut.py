@@ -8,7 +8,6 @@ then answers 201: an acknowledged entry is all three. The job writes
 change with every entry, so a pusher has a new revision to push.
 """
 
-import asyncio
 import hashlib
 import json
 from typing import Annotated
@@ -36,7 +35,7 @@ class Entry(Base):
 @jobs.task(max_attempts=5, timeout=30, backoff=0.2)
 async def grade(job: jobs.Job, hotkey: str, number: int) -> None:
     result = json.dumps({"hotkey": hotkey, "number": number, "job": job.id}).encode()
-    await asyncio.to_thread(storage.write_bytes, storage.path("results", hotkey, f"{number}.json"), result)
+    await storage.write_bytes_async(storage.path("results", hotkey, f"{number}.json"), result)
     async with job.session() as session:
         entry = await session.get(Entry, (hotkey, number))
         entry.graded = True
@@ -46,8 +45,7 @@ async def grade(job: jobs.Job, hotkey: str, number: int) -> None:
 @router.post("/entries/{hotkey}/{number}", status_code=201)
 async def add_entry(hotkey: str, number: int, artifact: Annotated[UploadFile, File()], session: Session) -> dict:
     data = await artifact.read()
-    # storage's writes block on fsync: off the event loop.
-    await asyncio.to_thread(storage.write_bytes, storage.path("uploads", hotkey, f"{number}.bin"), data)
+    await storage.write_bytes_async(storage.path("uploads", hotkey, f"{number}.bin"), data)
     digest = hashlib.sha256(data).hexdigest()
     session.add(Entry(hotkey=hotkey, number=number, size=len(data), sha256=digest))
     await jobs.enqueue(session, grade, hotkey=hotkey, number=number, key=f"entry:{hotkey}:{number}")
