@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -522,3 +523,37 @@ def test_a_killed_runners_broker_container_is_removed_through_the_broker_at_the_
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_broker_degrades_the_runner_and_a_local_engine_counts_once_used(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    import runner_testbed.sandbox  # noqa: F401 - a challenge that uses the executor
+
+    from base_runner._core.runtime import Runtime
+    from base_runner._executor.part import ExecutorPart
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    behind_a_broker = RunnerSettings(data_dir=data_dir, docker_broker_url=url)
+    on_a_laptop = RunnerSettings(data_dir=data_dir)
+    for settings, shown in ((behind_a_broker, True), (on_a_laptop, False)):
+        runtime = Runtime("sandbox")
+        runtime.started = True
+        part = ExecutorPart(settings, "sandbox", "runner_testbed.sandbox:plugin", runtime)
+        async with part.running():
+            for _ in range(100 if shown else 10):  # the broker's first probe fails at once; the engine's never shows
+                if "executor" in runtime.details:
+                    break
+                await asyncio.sleep(0.05)
+        checks = {c["name"]: c for c in runtime.checks()}
+        if shown:
+            assert checks["executor"] == {"name": "executor", "status": "degraded", "required": False}
+            assert runtime.ready, "an optional check never makes the runner unready"
+            (reason,) = runtime.failing("executor")
+            assert f"the Docker broker at {url} does not answer" in reason
+            assert runtime.details["executor"]["backend"] == "broker"
+        else:
+            assert "executor" not in checks, "a challenge that has not run anything is not degraded by Docker"
