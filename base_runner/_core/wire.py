@@ -198,7 +198,8 @@ def body_problem(errors: Sequence[Mapping[str, object]], body: object, content_t
             position = loc[1]
             line = body.count("\n", 0, position) + 1
             column = position - body.rfind("\n", 0, position)
-            reason = error.get("ctx", {}).get("error", "") if isinstance(error.get("ctx"), dict) else ""
+            ctx = error.get("ctx")
+            reason = ctx.get("error", "") if isinstance(ctx, dict) else ""
             where = f"the body is not valid JSON (line {line}, column {column})"
             return f"{where}: {str(reason)[:100].lower()}" if reason else where
         if error.get("type") in _NOT_AN_OBJECT and len(loc) == 1 and isinstance(body, bytes | bytearray):
