@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Served, eventually, logged, start_server
+from conftest import Served, eventually, logged, run_cli, start_server
 from forgetfs import ForgetfulFs, forgetful_fs, unavailable
 from master_double import MasterDouble
 
@@ -294,6 +294,28 @@ def test_storage_writes_and_the_lock_are_durable_the_folders_they_create_include
         assert (fs.mount / "artifacts" / "notes.txt").read_text() == "second"
         assert (fs.mount / ".base-runner.lock").exists()
         assert sorted(os.listdir(fs.mount)) == [".base-runner.lock", "artifacts", "uploads"], "no temporary file left"
+
+
+def test_the_backup_db_exec_makes_survives_a_cut(tmp_path: Path) -> None:
+    with forgetful_fs(tmp_path) as fs:
+        conn = sqlite3.connect(fs.mount / "challenge.sqlite3")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE scores (hotkey TEXT)")
+        conn.execute("INSERT INTO scores VALUES ('5HkA')")
+        conn.commit()
+        conn.close()
+        result = run_cli(
+            "db", "exec", "--data-dir", str(fs.mount), "ALTER TABLE scores ADD COLUMN score REAL", sites=[]
+        )
+        assert result.returncode == 0, result.stderr
+        fs.cut()
+        # Only the backup: a journal of its copy left beside it would roll it back when it is opened.
+        (backup,) = (fs.mount / "backups").iterdir()
+        copy = sqlite3.connect(backup)
+        try:
+            assert copy.execute("SELECT * FROM scores").fetchall() == [("5HkA",)], "the database before the change"
+        finally:
+            copy.close()
 
 
 @pytest.fixture
