@@ -80,7 +80,7 @@ def test_its_own_tests_pass(generated: Generated, tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "7 passed" in result.stdout
+    assert "8 passed" in result.stdout
 
 
 def test_ruff_is_clean(generated: Generated) -> None:
