@@ -197,3 +197,22 @@ async def test_an_attempt_whose_job_was_taken_over_can_write_nothing(
         assert (await session.get(jobs_lab.LabSubmission, stolen["submission_id"])).score is None
     (line,) = [r for r in caplog.records if r.name == "base_runner.jobs" and "attempt 1/3 lost" in r.getMessage()]
     assert "LeaseLost" in line.getMessage()
+
+
+async def test_due_jobs_run_by_priority_then_by_how_long_they_have_been_due(run_jobs: Any) -> None:
+    from runner_testbed import jobs_lab
+
+    async with database.session() as session:
+        ids = {
+            name: await jobs.enqueue(session, jobs_lab.serial, number=number, priority=priority, delay=delay)
+            for name, number, priority, delay in [
+                ("low, due first", 1, 0, None),
+                ("high", 2, 5, None),
+                ("low, due later", 3, 0, None),
+                ("highest, not due yet", 4, 9, 30),
+            ]
+        }
+        await session.commit()
+    ran = [job.id for job in await run_jobs()]
+    # The delayed one runs last, for all its priority: the clock only moves to it once nothing else is due.
+    assert ran == [ids["high"], ids["low, due first"], ids["low, due later"], ids["highest, not due yet"]]
