@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -334,3 +335,17 @@ def test_finished_jobs_are_pruned_after_the_retention_and_dead_ones_kept(lab: Ca
     eventually(lambda: [j["id"] for j in jobs_list(served)] == [dead["job_id"]], "the succeeded job's pruning")
     assert logged(served.records(), "jobs: pruned 1 finished jobs older than 1s")
     assert served.stop() == 0
+
+
+def test_check_on_a_copy_of_real_data_runs_none_of_its_jobs(
+    lab: Callable[..., Served], sites: dict[str, Path], tmp_path: Path
+) -> None:
+    served = lab()
+    waiting = submit(served, behaviour="permanent", delay=3600)
+    assert served.stop() == 0
+    with sqlite3.connect(tmp_path / "data" / "challenge.sqlite3") as conn:
+        conn.execute("UPDATE base_runner_jobs SET run_at = 0")  # due now
+    conn.close()
+    result = run_cli("check", "--challenge", "jobs-lab", "--data-dir", str(tmp_path / "data"), sites=[sites["testbed"]])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"job {waiting['job_id']}" not in result.stderr, "check ran a job of the copied data"

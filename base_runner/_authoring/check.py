@@ -189,6 +189,8 @@ async def _checks(challenge: Challenge, settings: RunnerSettings, token: str, ou
     outcomes.passed("tables", "created " + ", ".join(created) if created else "the challenge declares no table")
 
     app = create_app(loaded, settings)
+    # A copy of real data may hold queued jobs: check must not run them (they call judges, run containers).
+    app.state.jobs.autorun = False
     lifespan = app.router.lifespan_context(app)
     try:
         await lifespan.__aenter__()
