@@ -133,7 +133,7 @@ async def challenge_app(
     ``challenge_env`` is in the environment and the challenge's settings before it starts. Its jobs
     run only when the test calls :func:`run_jobs`, so a test sees each step in order.
     """
-    from ._http.app import bind, create_app
+    from ._http.assembly import bind, build_runner
     from ._plugins.plugins import load, select
 
     for name, value in challenge_env.items():
@@ -146,8 +146,9 @@ async def challenge_app(
             for field in type(settings).model_fields:
                 monkeypatch.setattr(settings, field, getattr(fresh, field))
     bind(challenge_settings)
-    app = create_app(loaded, challenge_settings)
-    app.state.jobs.autorun = False
+    runner = build_runner(loaded, challenge_settings)
+    runner.jobs.autorun = False
+    app = runner.app
     async with app.router.lifespan_context(app):
         yield app
 

@@ -93,7 +93,7 @@ def runner() -> Any:
     For serving it under uvicorn options that ``serve`` does not expose.
     """
     from base_runner._cli.options import start
-    from base_runner._http.app import create_app, serving
+    from base_runner._http.assembly import build_runner
 
     settings, loaded = start("example", data_dir=Path(os.environ["BENCH_DATA_DIR"]))
-    return serving(create_app(loaded, settings))
+    return build_runner(loaded, settings, serve=True).asgi()

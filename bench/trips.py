@@ -50,12 +50,12 @@ async def measure(slug: str, data_dir: Path) -> dict[str, float]:
     import httpx
 
     from base_runner._cli.options import start
-    from base_runner._http.app import create_app
+    from base_runner._http.assembly import build_runner
     from base_runner._weights.weights import compute
 
     aiosqlite.core.SimpleQueue = _CountingQueue  # type: ignore[misc]
     settings, loaded = start(slug, data_dir=data_dir)
-    app = create_app(loaded, settings)
+    app = build_runner(loaded, settings).app
     counts: dict[str, float] = {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -26,7 +26,7 @@ from .._core.errors import ConfigError, PluginError, describe
 from .._core.settings import DATABASE_FILE, RunnerSettings, load_settings, scrub_environment
 from .._core.text import plural
 from .._core.wire import API_VERSION
-from .._http.app import bind, create_app
+from .._http.assembly import bind, build_runner
 from .._jobs.tasks import describe_task, task_hints_problem, tasks_of
 from .._observe.loopwatch import longest_stall
 from .._plugins.plugins import Challenge, LoadedChallenge, load, routers_of
@@ -188,9 +188,10 @@ async def _checks(challenge: Challenge, settings: RunnerSettings, token: str, ou
         outcomes.stop("tables", f"create_all raised {describe(exc)}")
     outcomes.passed("tables", "created " + ", ".join(created) if created else "the challenge declares no table")
 
-    app = create_app(loaded, settings)
+    runner = build_runner(loaded, settings)
     # A copy of real data may hold queued jobs: check must not run them (they call judges, run containers).
-    app.state.jobs.autorun = False
+    runner.jobs.autorun = False
+    app = runner.app
     lifespan = app.router.lifespan_context(app)
     try:
         await lifespan.__aenter__()

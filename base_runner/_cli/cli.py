@@ -20,9 +20,9 @@ from typing import Any
 
 import click
 
-from .. import __version__
 from .._core.errors import PluginError
 from .._core.text import plural
+from .._core.version import __version__
 from .db_commands import db
 from .jobs_commands import jobs
 from .options import (
@@ -78,7 +78,7 @@ def serve(
     if reload:
         from . import reloading
 
-        reloading.serve(challenge, host, port, data_dir, debug)
+        reloading.serve(challenge, host, port, data_dir, debug, log_format)
         return
     import gc
 
@@ -88,78 +88,20 @@ def serve(
     # of the start (docs/performance.md). Collect nothing until the app is
     # built, then freeze what startup made so that no later pass walks it.
     gc.disable()
-    import signal
-
-    import uvicorn
-
-    from .._http.app import create_app, serving
-    from .._http.connections import ConnectionLimits, open_files_cap, protocol_class
-    from .._observe.metrics import MetricsPort
-    from .._observe.tracing import start as start_tracing
-    from .._storage.datadir import DataDirLock
-    from .._storage.dbfile import DatabaseFile
+    from .._http.assembly import build_runner
+    from .._http.server import NeverStarted, run
 
     level = logging.DEBUG if debug else logging.INFO
     settings, loaded = start(challenge, level, host=host, port=port, data_dir=data_dir, log_format=log_format)
-    DataDirLock(settings.data_dir).acquire(settings.lock_wait)  # held until the process exits
-    dbfile = DatabaseFile.of(settings)
-    dbfile.check_before_open()
-    http = protocol_class(
-        ConnectionLimits(
-            max_header_bytes=settings.max_header_bytes,
-            max_headers=settings.max_headers,
-            header_timeout=settings.header_timeout,
-            max_connections=open_files_cap(settings.max_connections),
-        )
-    )
-    metrics_port = None
-    if settings.metrics_port is not None:
-        # Bound here, before anything opens: a port in use is exit 2, not a half-started runner.
-        metrics_port = MetricsPort(settings.metrics_host or settings.host, settings.metrics_port, http)
-    app = create_app(
-        loaded,
-        settings,
-        dbfile=dbfile,
-        tracing=start_tracing(loaded.name, loaded.version),
-        metrics_port=metrics_port,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            serving(app),
-            host=settings.host,
-            port=settings.port,
-            lifespan="on",
-            # base_runner._core.logs is the one logging setup, and base_runner.access the one access line.
-            log_config=None,
-            log_level=level,
-            access_log=False,
-            # Under Swarm's default 10 s stop grace period, leaving time to checkpoint the WAL.
-            timeout_graceful_shutdown=8,
-            http=http,
-            timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
-        )
-    )
-    runtime = app.state.runtime
-    runtime.on_fatal = lambda: setattr(server, "should_exit", True)
-    exit_on = server.handle_exit
-
-    def handle_exit(sig: int, frame: Any) -> None:
-        exit_on(sig, frame)
-        app.state.jobs.stop_soon()  # the jobs' grace runs while uvicorn drains the requests, not after
-
-    server.handle_exit = handle_exit  # type: ignore[method-assign]
-    # uvicorn re-raises SIGTERM/SIGINT to the previous handler once it has shut
-    # down gracefully; without one here the process would die of the signal
-    # (exit 143) instead of reporting a clean stop.
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop_signal, lambda *_: None)
+    runner = build_runner(loaded, settings, serve=True)
     gc.freeze()
     gc.enable()
-    server.run()
-    if not server.started:
+    try:
+        fatal = run(runner, level)
+    except NeverStarted:
         sys.exit(3)
-    if runtime.fatal is not None:
-        click.echo(f"base-runner: error: challenge {loaded.name}: {runtime.fatal}", err=True)
+    if fatal is not None:
+        click.echo(f"base-runner: error: challenge {loaded.name}: {fatal}", err=True)
         sys.exit(1)
 
 

@@ -88,7 +88,7 @@ def start(
     """
     from .._core import logs
     from .._core.settings import database_url, load_settings, prepare_data_dir, scrub_environment
-    from .._http.app import bind
+    from .._http.assembly import bind
     from .._observe import tracing
     from .._plugins.plugins import load, select
 

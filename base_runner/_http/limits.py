@@ -19,9 +19,10 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._core.auth import AuthFailure, MasterAuth, check_owner_first, route_dependencies
+from .._core.auth import MasterAuth, check_owner_first, route_dependencies
 from .._core.correlation import HEADER as CORRELATION_HEADER
 from .._core.correlation import correlation_id
+from .._core.secrets import AuthFailure
 from .._core.wire import envelope_bytes, error_body
 
 #: Paths only the master may call; their bodies are read only once its token is checked.
