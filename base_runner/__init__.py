@@ -22,21 +22,17 @@ import importlib.abc
 import importlib.machinery
 import sys
 import warnings
-from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("base-runner")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from ._core.version import __version__
 
 # The public names and the private modules that hold them. Imported on first use: pytest loads
 # base_runner.testing in every run where base-runner is installed, and FastAPI and SQLAlchemy cost
 # most of a second. Type checkers read the block below instead; tests/test_layers.py keeps both equal.
 _HOMES = {
     "ApiError": "._core.wire",
-    "AuthFailure": "._core.auth",
+    "AuthFailure": "._core.secrets",
     "Base": "._storage.db",
     "ChallengeSettings": "._core.config",
     "ConfigError": "._core.errors",
@@ -62,7 +58,6 @@ if TYPE_CHECKING:
     from . import executor as executor
     from . import jobs as jobs
     from . import storage as storage
-    from ._core.auth import AuthFailure as AuthFailure
     from ._core.auth import OwnerAuth as OwnerAuth
     from ._core.auth import VerifiedHotkey as VerifiedHotkey
     from ._core.auth import verified_hotkey as verified_hotkey
@@ -70,6 +65,7 @@ if TYPE_CHECKING:
     from ._core.config import Secret as Secret
     from ._core.correlation import correlation_id as correlation_id
     from ._core.errors import ConfigError as ConfigError
+    from ._core.secrets import AuthFailure as AuthFailure
     from ._core.settings import RunnerSettings as RunnerSettings
     from ._core.wire import ApiError as ApiError
     from ._core.wire import error_response as error_response

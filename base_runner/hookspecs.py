@@ -34,7 +34,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec(firstresult=True)
-def get_weights() -> dict[str, float] | Awaitable[dict[str, float]]:  # type: ignore[empty-body]
+def get_weights() -> dict[str, float] | Awaitable[dict[str, float]]:  # type: ignore[empty-body]  # never called
     """Return this epoch's raw score for each miner hotkey. Required.
 
     May be ``async def`` (to query the database through
@@ -55,7 +55,7 @@ def get_weights() -> dict[str, float] | Awaitable[dict[str, float]]:  # type: ig
 
 
 @hookspec
-def register_routers() -> APIRouter | Sequence[APIRouter] | None:  # type: ignore[empty-body]
+def register_routers() -> APIRouter | Sequence[APIRouter] | None:
     """Return the challenge's FastAPI routers: one ``APIRouter`` or a list.
 
     They are included at the application's root: the master's public proxy
@@ -72,7 +72,7 @@ def register_routers() -> APIRouter | Sequence[APIRouter] | None:  # type: ignor
 
 
 @hookspec
-def lifespan(app: FastAPI) -> AbstractAsyncContextManager[Any] | None:  # type: ignore[empty-body]
+def lifespan(app: FastAPI) -> AbstractAsyncContextManager[Any] | None:
     """Return an async context manager that spans the application's life.
 
     It is entered at startup, once the tables exist and the database

@@ -9,8 +9,7 @@ import pytest
 from conftest import run_cli
 from wire_schemas import without_id
 
-from base_runner import ChallengeSettings, Secret
-from base_runner._core.auth import AuthFailure
+from base_runner import AuthFailure, ChallengeSettings, Secret
 from base_runner._core.errors import ConfigError
 
 

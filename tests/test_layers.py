@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,91 @@ import base_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "base_runner"
+
+#: The package's layers, lowest first: a module may import its own layer and those before it, never one
+#: after. The public leaves (the contract, the storage helpers) import nothing of the runner; the public
+#: facades at the top may import anything. A new folder or module must be placed here.
+LAYERS = [
+    ("hookspecs", "storage"),
+    ("_core",),
+    ("_storage",),
+    ("_plugins",),
+    ("_weights",),
+    ("_push",),
+    ("_executor",),
+    ("_jobs",),
+    ("_observe",),
+    ("_http",),
+    ("_authoring",),
+    ("_cli",),
+    ("__init__", "__main__", "testing", "jobs", "executor"),
+]
+RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+
+
+def _imports(path: Path, module: str) -> Iterator[tuple[int, str]]:
+    """Each ``base_runner`` module that ``path`` (the module ``module``) imports, with its line."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, *([node.module] if node.module else [])])
+            # ``from base_runner import x`` names the module x when x is one.
+            names = [f"{base}.{alias.name}" if base == "base_runner" else base for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name == "base_runner" or name.startswith("base_runner."):
+                yield node.lineno, name
+
+
+def _layer(module: str) -> str:
+    """The layer of ``base_runner.x.y``: ``x``, or ``__init__`` for the package itself."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_imports_flow_down_the_layers() -> None:
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        layer = _layer(module)
+        assert layer in RANK, f"{path.relative_to(ROOT)}: put its layer {layer!r} in LAYERS"
+        for line, imported in _imports(path, module):
+            target = _layer(imported)
+            if target not in RANK:
+                wrong.append(f"{path.relative_to(ROOT)}:{line}: {imported} is in no layer")
+            elif RANK[target] > RANK[layer] or (RANK[layer] == 0 and target != layer):
+                wrong.append(f"{path.relative_to(ROOT)}:{line}: {layer} imports {imported}, a layer above it")
+    assert wrong == []
+
+
+def test_the_layer_test_sees_an_import_that_goes_up(tmp_path: Path) -> None:
+    module = tmp_path / "pusher.py"
+    module.write_text("from .._http.app import create_app\nfrom .. import hookspecs, storage\n")
+    assert [_layer(name) for _line, name in _imports(module, "base_runner._push.pusher")] == [
+        "_http",
+        "hookspecs",
+        "storage",
+    ]
+
+
+def test_plugins_and_examples_import_no_private_module() -> None:
+    private = []
+    sources = [*(ROOT / "plugins").rglob("*.py"), *(ROOT / "tests" / "plugins").rglob("*.py")]
+    for path in (path for path in sources if "build" not in path.relative_to(ROOT).parts):
+        for line, name in _imports(path, path.stem):
+            if any(part.startswith("_") and not part.startswith("__") for part in name.split(".")):
+                private.append(f"{path.relative_to(ROOT)}:{line}: {name}")
+    templates = [*(PACKAGE / "_authoring" / "templates").rglob("*.tmpl"), *(ROOT / "examples").rglob("*")]
+    for path in templates:
+        if path.is_file() and "base_runner._" in path.read_text():
+            private.append(str(path.relative_to(ROOT)))
+    assert private == []
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:

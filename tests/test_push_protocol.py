@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from base_runner._core.hotkeys import push_problem
 from base_runner._push import protocol
 
 # Every field but the digest, keys sorted, "," and ":", times as UTC ...Z, weights as floats.
@@ -108,7 +109,7 @@ def test_the_path_keeps_the_base_urls_own_path() -> None:
     ],
 )
 def test_only_ss58_shaped_hotkeys_may_be_pushed(hotkey: str, accepted: bool) -> None:
-    assert (protocol.hotkey_problem(hotkey) is None) is accepted
+    assert (push_problem(hotkey) is None) is accepted
 
 
 def test_the_epoch_is_the_floor_of_now_over_the_epoch_length() -> None:

@@ -8,7 +8,7 @@ here, and authors of its challenges pass ``base-runner new --runner-image``.
 
 from __future__ import annotations
 
-from .. import __version__
+from .._core.version import __version__
 
 #: The distribution on PyPI: ``pip install base-runner``.
 PACKAGE = "base-runner"

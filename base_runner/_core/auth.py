@@ -12,8 +12,6 @@ bridged submission. Both answer refusals as the runner's error envelope
 from __future__ import annotations
 
 import hashlib
-import hmac
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +22,15 @@ from pydantic import SecretStr
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-# A verified hotkey ends up as a weights key: the same limit applies.
-from .._weights.weights import MAX_HOTKEY_LENGTH
+from .hotkeys import MAX_HOTKEY_LENGTH
 from .logs import never_log
-from .wire import ApiError
+from .secrets import AuthFailure, read_secret_file, same_token
 
 if TYPE_CHECKING:
     from fastapi.dependencies.models import Dependant
 
     from .config import ChallengeSettings
+    from .settings import RunnerSettings
 
 _T = TypeVar("_T")
 
@@ -43,43 +41,11 @@ OWNER_HEADER = "x-owner-token"
 VERIFIED_PREFIXES = ("x-base-", "x-platform-")
 
 
-class AuthFailure(ApiError):
-    """Why a request is refused: an HTTP status, an envelope code and one sentence.
-
-    ``AuthFailure(401, "invalid_token", "...")``; ``str()`` is the sentence.
-    """
-
-
-def read_secret_file(path: Path, kind: str = "token") -> str | None:
-    """The stripped content of a secret file; ``None`` when it does not exist or is empty.
-
-    Raises :class:`AuthFailure` (503, ``<kind>_unreadable``) naming the file
-    and the uid when it exists but cannot be read, the fault real challenges
-    hit with secrets mounted for another uid.
-    """
-    try:
-        secret = path.read_text(encoding="utf-8").strip() or None
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise AuthFailure(
-            503, f"{kind}_unreadable", f"cannot read the {kind} file {path} as uid {os.getuid()}: {reason}"
-        ) from None
-    never_log(secret)
-    return secret
-
-
 def bearer_token(headers: Mapping[str, str]) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, if there is one."""
     scheme, _, token = headers.get("authorization", "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
-
-
-def same_token(given: str, expected: str) -> bool:
-    """Compare in constant time, so the answer's timing says nothing of the token."""
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 @dataclass(frozen=True)
@@ -89,6 +55,13 @@ class MasterAuth:
     slug: str
     token: SecretStr | None
     token_file: Path
+
+    @classmethod
+    def of(cls, settings: RunnerSettings, slug: str = "") -> MasterAuth:
+        """The master's credentials as ``settings`` name them, for challenge ``slug`` (none for a scraper's)."""
+        if settings.shared_token is not None:
+            never_log(settings.shared_token.get_secret_value())
+        return cls(slug=slug, token=settings.shared_token, token_file=settings.shared_token_file)
 
     def expected_token(self) -> str:
         if self.token is not None and self.token.get_secret_value():

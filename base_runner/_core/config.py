@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from pydantic_core import core_schema
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .auth import read_secret_file
 from .logs import never_log
+from .secrets import read_secret_file
 from .settings import invalid_setting
 
 _MASK = "**********"

@@ -11,7 +11,7 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,6 +28,11 @@ _SANE = re.compile(rb"[A-Za-z0-9._:-]{1,%d}" % MAX_LENGTH)
 
 #: Told of each answered HTTP request: its scope, status (500 when none was sent), seconds and correlation id.
 Observer = Callable[[Scope, int, float, str], None]
+
+
+# Drawn once per process (and again in a forked child).
+_prefix: str
+_counter: Iterator[int]
 
 
 def _new_process() -> None:

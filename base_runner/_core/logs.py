@@ -15,11 +15,8 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
-#: What ``--log-format`` and ``CHALLENGE_LOG_FORMAT`` accept; ``auto`` is JSON unless stderr is a terminal.
-LogFormat = Literal["auto", "text", "json"]
-FORMATS: tuple[str, ...] = ("auto", "text", "json")
 #: The logger of the one line per request.
 ACCESS_LOGGER = "base_runner.access"
 MASK = "[redacted]"

@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -170,7 +170,7 @@ class RunnerSettings(BaseSettings):
 
 def load_settings(**overrides: object) -> RunnerSettings:
     """Read settings from the environment, with ``overrides`` (not ``None``) on top."""
-    given = {key: value for key, value in overrides.items() if value is not None}
+    given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
     try:
         return RunnerSettings(**given)
     except ValidationError as exc:

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from starlette.responses import JSONResponse
 
@@ -208,7 +208,7 @@ def body_problem(errors: Sequence[Mapping[str, object]], body: object, content_t
     return None
 
 
-def validation_detail(errors: Sequence[Mapping[str, object]], limit: int = MAX_DETAIL) -> str:
+def validation_detail(errors: Sequence[Mapping[str, Any]], limit: int = MAX_DETAIL) -> str:
     """Which fields failed and why, for a 422; the input itself is never echoed.
 
     Each error shows its location (each part cut to 40 characters: a key of
@@ -216,7 +216,7 @@ def validation_detail(errors: Sequence[Mapping[str, object]], limit: int = MAX_D
     """
     parts = []
     for error in errors:
-        where = ".".join(str(part)[:40] for part in error.get("loc", ()))  # type: ignore[union-attr]
+        where = ".".join(str(part)[:40] for part in error.get("loc", ()))
         parts.append(f"{where}: {str(error.get('msg', 'invalid'))[:200]}")
     shown = "; ".join(parts) or "the request is invalid"
     return bounded(f"{len(parts)} invalid field{'s' if len(parts) != 1 else ''}: {shown}", limit)

@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Awaitable
+from types import FrameType
 from typing import TypeVar
 
 from .._core.runtime import Runtime
@@ -28,9 +29,9 @@ REPORT_FOR = 60.0
 _KEY = "loop:blocked"
 
 
-def _where(frame: object) -> str:
+def _where(frame: FrameType) -> str:
     """The innermost Python frame of a stack, as ``function (file:line)``."""
-    summary = traceback.extract_stack(frame)[-1]  # type: ignore[arg-type]
+    summary = traceback.extract_stack(frame)[-1]
     return f"{summary.name} ({summary.filename}:{summary.lineno})"
 
 

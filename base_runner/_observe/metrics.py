@@ -91,7 +91,7 @@ class Metrics:
     """
 
     def __init__(self, runtime: Runtime, version: str) -> None:
-        from .. import __version__
+        from .._core.version import __version__
 
         self._runtime = runtime
         self.registry = CollectorRegistry()

@@ -98,7 +98,7 @@ def _exporter_headers() -> dict[str, str] | None:
     from opentelemetry.util.re import parse_env_headers
 
     given = next((_withheld[name] for name in HEADER_VARIABLES if name in _withheld), None)
-    return None if given is None else parse_env_headers(given, liberal=True)
+    return None if given is None else dict(parse_env_headers(given, liberal=True))
 
 
 class Tracing:

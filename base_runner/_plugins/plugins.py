@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -204,7 +204,7 @@ def load(challenge: Challenge) -> LoadedChallenge:
 
 
 def _trace(pm: pluggy.PluginManager) -> None:
-    def before(hook_name: str, _impls: Any, kwargs: dict[str, Any]) -> None:
+    def before(hook_name: str, _impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
         log.info("hook %s(%s)", hook_name, ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
 
     def after(outcome: Any, hook_name: str, _impls: Any, _kwargs: Any) -> None:

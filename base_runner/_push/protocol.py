@@ -18,25 +18,11 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 PROTOCOL_VERSION = "1.0"
-#: The master accepts ``X-Timestamp`` and a snapshot's times within this many seconds of its clock.
-CLOCK_WINDOW = 30
 #: The master's limits: a larger body or map answers 413, so such a push is never sent.
 MAX_BODY_BYTES = 256_000
 MAX_ENTRIES = 4_096
-#: The master refuses an epoch more than this many ahead of the last one it sealed.
-MAX_EPOCHS_AHEAD = 2
 
-_HOTKEY = re.compile(r"[1-9A-HJ-NP-Za-km-z]{3,64}")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
-
-
-def hotkey_problem(hotkey: str) -> str | None:
-    """Why the master would refuse ``hotkey`` as a key of a pushed map; ``None`` when it would not."""
-    if not _HOTKEY.fullmatch(hotkey):
-        return "not SS58-shaped (3 to 64 characters of the base58 alphabet)"
-    if not any(char.isalpha() for char in hotkey):
-        return "only digits, which the master takes for a uid"
-    return None
 
 
 def slug_problem(slug: str) -> str | None:

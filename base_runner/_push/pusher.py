@@ -27,11 +27,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
-from .._core.auth import AuthFailure, MasterAuth
+from .._core.auth import MasterAuth
 from .._core.errors import describe
+from .._core.hotkeys import push_problem
+from .._core.secrets import AuthFailure
 from . import protocol
 from .store import Push, PushStore, store_path
 
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
     from .._weights.weights import WeightsCache
 
 log = logging.getLogger("base_runner")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: Seconds one request may take, connection included.
 REQUEST_TIMEOUT = 10.0
@@ -157,7 +162,7 @@ class Pusher:
             self._warned[key] = epoch
             log.log(level, message, *args)
 
-    async def _db(self, call: Callable[..., object], *args: object, **kwargs: object) -> object:
+    async def _db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.to_thread(call, *args, **kwargs)
 
     async def step(self, force: bool = False) -> Attempt:
@@ -188,7 +193,7 @@ class Pusher:
     async def _step(self, force: bool) -> Attempt:
         now = time.time()
         epoch = self.target_epoch(now)
-        pending: Push | None = await self._db(self.store.pending)  # type: ignore[assignment]
+        pending = await self._db(self.store.pending)
         if pending is not None and (pending.epoch < epoch or now >= pending.expires_at):
             why = "its epoch ended" if pending.epoch < epoch else "its snapshot expired"
             await self._db(self.store.finish, pending, "abandoned", error=f"{why} before an answer", attempt=False)
@@ -223,7 +228,7 @@ class Pusher:
             )
             return Attempt("empty", detail=f"no weights to push for epoch {epoch}")
         weights_digest = hashlib.sha256(protocol.canonical(kept)).hexdigest()
-        latest: Push | None = await self._db(self.store.latest, epoch)  # type: ignore[assignment]
+        latest = await self._db(self.store.latest, epoch)
         if latest is not None and latest.state == "acknowledged" and latest.weights_digest == weights_digest:
             if not force:
                 return Attempt("current", push=latest)
@@ -239,7 +244,7 @@ class Pusher:
     def _pushable(self, weights: Mapping[str, float], epoch: int) -> dict[str, float]:
         kept, dropped = {}, []
         for hotkey, value in weights.items():
-            problem = protocol.hotkey_problem(hotkey)
+            problem = push_problem(hotkey)
             if problem is None:
                 kept[hotkey] = float(value)
             else:
@@ -283,7 +288,7 @@ class Pusher:
                 )
             return body, json.loads(body)["payload_digest"]
 
-        push: Push = await self._db(  # type: ignore[assignment]
+        push = await self._db(
             self.store.add,
             epoch=epoch,
             nonce=nonce,
@@ -448,7 +453,7 @@ class Pusher:
         return {
             "status": "ok" if healthy else "degraded",
             "master": self.master,
-            **await self._db(ledger, self.store),  # type: ignore[dict-item]
+            **await self._db(ledger, self.store),
             "last_outcome": last.outcome if last else None,
             "error": None if healthy or last is None else last.detail,
         }

@@ -294,9 +294,11 @@ class Database:
             await asyncio.gather(*self._committers, return_exceptions=True)
         try:
             async with self._writer.connect() as conn:
-                raw = await conn.get_raw_connection()
+                driver = (await conn.get_raw_connection()).driver_connection
+                if driver is None:
+                    raise RuntimeError("the writer connection is closed")
                 # Outside any transaction, or SQLite refuses to checkpoint.
-                await raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except Exception as exc:  # the database stays consistent without it
             log.warning("could not checkpoint the WAL at shutdown: %s", exc)
         await self._writer.dispose()

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from starlette.types import Receive, Scope, Send
 
-from .._core.auth import AuthFailure, MasterAuth
+from .._core.auth import MasterAuth
+from .._core.secrets import AuthFailure
 from .._core.wire import error_response
 from .weights import WeightsCache, WeightsError
 

@@ -21,13 +21,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from .._core.errors import describe
+from .._core.hotkeys import MAX_HOTKEY_LENGTH
 
 if TYPE_CHECKING:
     from .._plugins.plugins import LoadedChallenge
 
 log = logging.getLogger("base_runner")
-
-MAX_HOTKEY_LENGTH = 128
 
 
 class WeightsError(Exception):
