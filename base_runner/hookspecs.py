@@ -87,7 +87,7 @@ def lifespan(app: FastAPI) -> AbstractAsyncContextManager[Any] | None:
 
 
 @hookspec
-def register_tasks() -> Sequence[Any] | None:  # type: ignore[empty-body]
+def register_tasks() -> Sequence[Any] | None:
     """Return the challenge's evaluation tasks: ``async def`` functions decorated with ``@jobs.task``.
 
     Jobs of these tasks are what :func:`base_runner.jobs.enqueue` adds, in

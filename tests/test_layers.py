@@ -16,12 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "base_runner"
 
 #: The package's layers, lowest first: a module may import its own layer and those before it, never one
-#: after. The public leaves (the contract, the storage helpers) import nothing of the runner; the public
-#: facades at the top may import anything. A new folder or module must be placed here.
+#: after. The contract imports nothing of the runner; the storage helpers authors use sit with the storage
+#: they wrap; the public facades at the top may import anything. A new folder or module must be placed here.
 LAYERS = [
-    ("hookspecs", "storage"),
+    ("hookspecs",),
     ("_core",),
-    ("_storage",),
+    ("_storage", "storage"),
     ("_plugins",),
     ("_weights",),
     ("_push",),

@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
-from .._core.auth import AuthFailure, read_secret_file
 from .._core.logs import never_log
+from .._core.secrets import AuthFailure, read_secret_file
 from .backend import Prepared, tail
 from .policy import CheckedMount
 from .spec import BackendError, BackendUnavailable, Limits, RunResult
