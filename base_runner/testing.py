@@ -270,7 +270,7 @@ def job_state(challenge_app: FastAPI) -> Callable[[str], Awaitable[JobInfo]]:
     ``state`` (``queued``, ``running``, ``succeeded``, ``dead``, ``cancelled``), ``attempts``,
     ``error`` and ``traceback`` of the last failure, ``progress``, ``args``, ``key``, ...
     """
-    return challenge_app.state.jobs.info  # type: ignore[no-any-return]
+    return challenge_app.state.jobs.info
 
 
 @pytest.fixture
