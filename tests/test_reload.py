@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import PACKAGES, free_port, logged
+from conftest import PACKAGES, eventually, free_port, logged
 from test_limits import connect, read_response, status_of
-from test_tracing import Receiver
+from test_tracing import Receiver, answers
 
 
 def test_a_changed_route_is_served_after_the_reload(sites: dict[str, Path], tmp_path: Path, server) -> None:
@@ -58,8 +58,12 @@ def test_reload_serves_with_the_metrics_port_tracing_and_connection_limits(
         CHALLENGE_METRICS_PORT=str(metrics_port),
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         OTEL_BSP_SCHEDULE_DELAY="600000",  # only the flush at shutdown sends the spans
+        wait=False,
     )
     try:
+        # The child imports the runner, the challenge and OpenTelemetry afresh: on a loaded machine
+        # that takes longer than the fixture's own wait.
+        eventually(lambda: answers(served.url + "/health"), "the child to answer /health", timeout=90)
         scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
         assert scraped.status_code == 200 and "base_runner_info" in scraped.text, served.output()
         with connect(served.url) as sock:
