@@ -207,6 +207,23 @@ def test_sigterm_runs_the_jobs_grace_while_requests_drain_so_both_fit_in_10_s(la
     assert logged(served.records(), f"job {slow['job_id']} evaluate attempt 1/3 requeued")
 
 
+def test_a_request_still_draining_after_the_jobs_stopped_enqueues_for_the_next_start(
+    lab: Callable[..., Served],
+) -> None:
+    served = lab()
+    with ThreadPoolExecutor(1) as pool:
+        late = pool.submit(
+            httpx.post, served.url + "/lab/submissions", json={"hotkey": "5Late", "pause": 2}, timeout=30
+        )
+        time.sleep(0.5)  # in flight: past the write gate, not written yet
+        assert served.stop(signal.SIGTERM, timeout=15) == 0
+        answer = late.result()
+    assert answer.status_code == 200, answer.text  # the jobs stopped 1.5 s before it enqueued
+    restarted = lab()
+    eventually(finished(restarted, answer.json()["job_id"]), "the late job's success after the restart")
+    assert restarted.stop() == 0
+
+
 def test_a_task_that_outlives_its_lease_tenfold_never_runs_twice_at_once(lab: Callable[..., Served]) -> None:
     served = lab(CHALLENGE_JOBS_LEASE="0.4")
     slow = submit(served, behaviour="sleep:4")

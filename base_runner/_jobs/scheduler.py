@@ -357,6 +357,8 @@ class Scheduler:
             self._begin_stop()
             assert self._stopper is not None
             await self._stopper
+            # Only now: requests still draining after SIGTERM may enqueue (their jobs run at the next start).
+            _forget(self)
 
     def stop_soon(self) -> None:
         """Stop claiming and start the shutdown grace now; safe to call from a signal handler.
@@ -408,7 +410,6 @@ class Scheduler:
         if self._tick_task is not None:
             self._tick_task.cancel()
             await asyncio.wait({self._tick_task})
-        _forget(self)
 
     # -- the claim loop
 

@@ -117,10 +117,13 @@ class NewSubmission(BaseModel):
     key: str | None = None
     rollback: bool = False
     delay: float | None = None
+    #: Seconds the request waits before it writes (a request still draining at shutdown).
+    pause: float = 0.0
 
 
 @router.post("/submissions")
 async def submit(body: NewSubmission, session: AsyncSession = Session) -> dict:
+    await asyncio.sleep(body.pause)
     row = LabSubmission(hotkey=body.hotkey, behaviour=body.behaviour)
     session.add(row)
     await session.flush()
