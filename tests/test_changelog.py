@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from base_runner import release
+from base_runner._authoring import release
 
 CHANGELOG = ROOT / "CHANGELOG.md"
 _SECTION = re.compile(r"^## \[(?P<version>[^\]]+)\](?: - (?P<date>\S+))?$", re.MULTILINE)
