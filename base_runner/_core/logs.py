@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -69,8 +70,12 @@ _context = _Context()
 _secrets = _Secrets()
 
 
-def _utc(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _utc(created: float) -> str:
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _now() -> str:
+    return _utc(time.time())
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -89,33 +94,102 @@ class JsonFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": _utc(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "challenge": getattr(record, "challenge", None),
-        }
-        correlation = getattr(record, "correlation_id", None)
+        line = self.line(
+            _utc(record.created),
+            record.levelname,
+            record.name,
+            getattr(record, "challenge", None),
+            getattr(record, "correlation_id", None),
+            record.getMessage(),
+            _fields(record),
+        )
+        if record.exc_info or record.exc_text:
+            exception = self.formatException(record.exc_info) if record.exc_info else record.exc_text
+            line = line[:-1] + ", " + json.dumps({"exception": exception}, ensure_ascii=False)[1:]
+        return _secrets.mask(line)
+
+    @staticmethod
+    def line(
+        time: str,
+        level: str,
+        logger: str,
+        challenge: str | None,
+        correlation: str | None,
+        message: str,
+        fields: dict[str, Any],
+    ) -> str:
+        """The line of a record with these parts (no exception), unmasked."""
+        line: dict[str, Any] = {"time": time, "level": level, "logger": logger, "challenge": challenge}
         if correlation is not None:
             line["correlation_id"] = correlation
-        line["message"] = record.getMessage()
-        line.update(_fields(record))
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            line["exception"] = record.exc_text
-        return _secrets.mask(json.dumps(line, default=str, ensure_ascii=False))
+        line["message"] = message
+        line.update(fields)
+        return json.dumps(line, default=str, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):
     """``<time> <level> <logger> [<challenge> <correlation id>] <message>``, for a person at a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        where = " ".join(filter(None, (getattr(record, "challenge", None), getattr(record, "correlation_id", None))))
-        line = f"{_utc(record)} {record.levelname:<7} {record.name} [{where}] {record.getMessage()}"
+        line = self.line(
+            _utc(record.created),
+            record.levelname,
+            record.name,
+            getattr(record, "challenge", None),
+            getattr(record, "correlation_id", None),
+            record.getMessage(),
+            {},
+        )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return _secrets.mask(line)
+
+    @staticmethod
+    def line(
+        time: str,
+        level: str,
+        logger: str,
+        challenge: str | None,
+        correlation: str | None,
+        message: str,
+        fields: dict[str, Any],
+    ) -> str:
+        """The line of a record with these parts, unmasked; the fields are not shown."""
+        where = " ".join(filter(None, (challenge, correlation)))
+        return f"{time} {level:<7} {logger} [{where}] {message}"
+
+
+#: The one handler :func:`setup` installed, for :func:`write`.
+_handler: logging.StreamHandler[TextIO] | None = None
+
+
+def write(logger: logging.Logger, level: int, message: str, fields: dict[str, Any], correlation: str) -> None:
+    """Log ``message`` on ``logger`` as its line would read, without a ``LogRecord`` when the setup allows.
+
+    For the access line, written once per request: the logging machinery (a
+    record, the filters, the formatter's walk over the record) cost more than
+    a small answer (docs/performance.md). The line is the same, formatted
+    once and written to the one handler's stream under its lock; when the
+    logger's level is not enabled, nothing is done. When anything else
+    receives records (a handler added by a test or a challenge), the record
+    goes through ``logging`` as usual.
+    """
+    if not logger.isEnabledFor(level):
+        return
+    handler = _handler
+    if handler is None or logging.root.handlers != [handler] or logger.handlers or not logger.propagate:
+        logger.log(level, message, extra={**fields, "correlation_id": correlation})
+        return
+    formatter = handler.formatter
+    assert isinstance(formatter, JsonFormatter | TextFormatter)
+    name = logging.getLevelName(level)
+    line = formatter.line(_now(), name, logger.name, _context.challenge, correlation, message, fields)
+    try:
+        with handler.lock:  # type: ignore[union-attr]  # a StreamHandler always has its lock
+            handler.stream.write(_secrets.mask(line) + handler.terminator)
+            handler.flush()
+    except Exception:
+        logger.log(level, message, extra={**fields, "correlation_id": correlation})
 
 
 def setup(log_format: str = "auto", level: int = logging.INFO, stream: TextIO | None = None) -> None:
@@ -127,7 +201,8 @@ def setup(log_format: str = "auto", level: int = logging.INFO, stream: TextIO | 
     """
     stream = sys.stderr if stream is None else stream
     as_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
-    handler = logging.StreamHandler(stream)
+    global _handler
+    handler = _handler = logging.StreamHandler(stream)
     handler.addFilter(_context)
     handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
     root = logging.getLogger()

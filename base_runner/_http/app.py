@@ -119,7 +119,10 @@ def create_app(runner: Runner) -> RunnerApp:
         title=f"{runner.loaded.name} (base-runner)",
         version=runner.loaded.version,
         lifespan=lambda _app: runner.running(),
-        **({} if tracing is None else tracing.fastapi_options),
+        # The runner observes requests itself (its metrics, access line and tracing). FastAPI's native
+        # telemetry (0.165 and later) would start a second server span inside the runner's, and,
+        # whenever OpenTelemetry is installed, look its providers up on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(standard_routes(runner))
     app.include_router(operator_router(runner.jobs))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from starlette.types import Scope
 
-from .._core.logs import ACCESS_LOGGER
+from .._core.logs import ACCESS_LOGGER, write
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -63,21 +63,7 @@ class Observed:
             level = logging.DEBUG
         else:
             level = logging.INFO
-        if log.isEnabledFor(level):
-            milliseconds = round(seconds * 1000, 3)
-            log.log(
-                level,
-                "%s %s %d %.1fms",
-                method,
-                route,
-                status,
-                milliseconds,
-                extra={
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": milliseconds,
-                    # The context that held it has ended by now.
-                    "correlation_id": request_id,
-                },
-            )
+        milliseconds = round(seconds * 1000, 3)
+        fields = {"method": method, "route": route, "status": status, "duration_ms": milliseconds}
+        # The context that held the correlation id has ended by now: it is passed on.
+        write(log, level, f"{method} {route} {status} {milliseconds:.1f}ms", fields, request_id)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -103,10 +103,6 @@ def _exporter_headers() -> dict[str, str] | None:
 
 class Tracing:
     """One process's tracer provider, and the layers that put spans on the runner's parts."""
-
-    #: FastAPI's own options: its native telemetry (FastAPI 0.165 and later) would start a second
-    #: server span for each request, a root of its own, inside the one :meth:`wrap` starts.
-    fastapi_options: ClassVar[dict[str, Any]] = {"telemetry": {"tracing": False}}
 
     def __init__(self, provider: Any) -> None:
         self._provider = provider
