@@ -32,6 +32,7 @@ INTERNAL = "/internal/v1/get_weights"
 PLOTTED = {"group_by": "GROUP BY (raw)", "skip_scan": "skip-scan (raw)", "example": "example get_weights (runner)"}
 EXAMPLE = servers.ROOT / "plugins" / "example"
 BOUNTY = servers.ROOT / "plugins" / "bounty"
+JOBS_PLUGIN = servers.ROOT / "bench" / "jobs_plugin"
 BOUNTY_ENV = {"CHALLENGE_OWNER_TOKEN": "bench-owner-token"}
 BARE = ("--lifespan", "off", "--no-access-log", "--log-level", "warning")
 # POST /submissions as miners would send them: 256 hotkeys, varying scores.
@@ -46,6 +47,15 @@ end
 
 
 NORMAL_RUNNER = "the runner, CHALLENGE_SYNCHRONOUS=NORMAL (opt-in)"
+RUNNER = "the runner (example challenge)"
+RAW_ROUTE = "the same FastAPI route on one raw sqlite3 connection"
+#: The connection counts the writes are measured at: a few clients, and a crowd.
+CONNECTIONS = (8, 64)
+HUEY = "huey, SqliteStorage(fsync=True), 4 consumer threads polling every 1 ms,"
+#: The runner's jobs at the same concurrency as huey's consumer threads.
+JOBS_ENV = {"CHALLENGE_JOBS_CONCURRENCY": "4"}
+#: Seconds between the jobs whose enqueue-to-start latency is measured.
+JOBS_GAP = 0.01
 #: The cached weights step's load runs, by key, with the name each is shown under.
 WEIGHTS_RUNS = {
     "bare": "bare ASGI app",
@@ -68,13 +78,23 @@ class Plan:
     repeats: int
     starts: int
     stacks: bool
+    #: No-op jobs timed to the last one's end, and jobs timed from enqueue to start.
+    jobs: tuple[int, int]
 
 
 FULL = Plan(
-    (10**4, 10**5, 10**6), (16, 256, 4096, 65536), 10**5, seconds=5, rounds=3, repeats=15, starts=5, stacks=True
+    (10**4, 10**5, 10**6),
+    (16, 256, 4096, 65536),
+    10**5,
+    seconds=5,
+    rounds=3,
+    repeats=15,
+    starts=5,
+    stacks=True,
+    jobs=(1000, 200),
 )
 # Proves the harness works, in seconds; its figures mean nothing.
-QUICK = Plan((1000,), (16, 256), 1000, seconds=1, rounds=1, repeats=2, starts=1, stacks=False)
+QUICK = Plan((1000,), (16, 256), 1000, seconds=1, rounds=1, repeats=2, starts=1, stacks=False, jobs=(20, 10))
 
 
 class Bench:
@@ -318,82 +338,159 @@ class Bench:
         script.write_text(POST_SCRIPT)
         pragmas = asyncio.run(_writer_pragmas(datasets.build(self.tmp / "pragmas.sqlite3", 0, 1)))
         raw = {"BENCH_PRAGMAS": pragmas}
+        # Each server, with the connection counts it is loaded with: the runner and its baseline at both.
         servers_by_key = {
-            "bare ASGI app, raw sqlite3": lambda n: (servers.uvicorn("bench.apps:raw_writes", *BARE), raw),
-            "the example's FastAPI route, raw sqlite3": lambda n: (
-                servers.uvicorn("bench.fastapi_writes:app", *BARE),
-                raw,
-            ),
-            "the example's FastAPI route, SQLAlchemy's async defaults": lambda n: (
-                servers.uvicorn("bench.fastapi_writes:sqlalchemy_defaults", *BARE),
-                raw,
-            ),
-            "the runner (example challenge)": lambda n: (
-                servers.runner(self._empty_dir(f"writes-{n}")),
-                servers.runner_env(),
+            RAW_ROUTE: (lambda n: (servers.uvicorn("bench.fastapi_writes:app", *BARE), raw), CONNECTIONS),
+            RUNNER: (lambda n: (servers.runner(self._empty_dir(f"writes-{n}")), servers.runner_env()), CONNECTIONS),
+            "bare ASGI app, raw sqlite3": (lambda n: (servers.uvicorn("bench.apps:raw_writes", *BARE), raw), (8,)),
+            "the example's FastAPI route, SQLAlchemy's async defaults": (
+                lambda n: (servers.uvicorn("bench.fastapi_writes:sqlalchemy_defaults", *BARE), raw),
+                (8,),
             ),
             # The durability the default buys: FULL syncs each commit, the opt-in NORMAL does not.
-            NORMAL_RUNNER: lambda n: (
-                servers.runner(self._empty_dir(f"writes-normal-{n}")),
-                {**servers.runner_env(), "CHALLENGE_SYNCHRONOUS": "NORMAL"},
+            NORMAL_RUNNER: (
+                lambda n: (
+                    servers.runner(self._empty_dir(f"writes-normal-{n}")),
+                    {**servers.runner_env(), "CHALLENGE_SYNCHRONOUS": "NORMAL"},
+                ),
+                (8,),
             ),
         }
-        runs: dict[str, list[load.Load]] = {key: [] for key in servers_by_key}
-        for number in range(self.plan.rounds):
-            for index, (key, command_and_env) in enumerate(servers_by_key.items()):
-                command, env = command_and_env(number)
-                # The raw baselines write here; the runner makes its own in its data dir.
-                database = datasets.build(self.tmp / f"writes-{number}-{index}.sqlite3", 0, 1)
-                server = self.start(command, BENCH_DATABASE=str(database), **env)
-                try:
-                    runs[key].append(
-                        load.run(server.url + "/submissions", server.proc.pid, self.plan.seconds, script=script)
-                    )
-                finally:
-                    server.stop()
-        runner, baseline = runs["the runner (example challenge)"], runs["the example's FastAPI route, raw sqlite3"]
-        errors = sum(run.errors for run in runner)
-        pairs = list(zip(runner, baseline, strict=True))
-        self.figures.append(
-            Figure(
-                f"example `POST /submissions`, writes/s, 8 connections, {errors} errors",
-                f"{statistics.median(r.per_second for r in runner):,.0f}",
-                "the same FastAPI route on one raw sqlite3 connection "
-                f"{statistics.median(r.per_second for r in baseline):,.0f}",
-                self.median_ratio([(r.per_second, b.per_second) for r, b in pairs]),
-                ("≥", 0.35),
+        runs: dict[tuple[str, int], list[load.Load]] = {}
+        started = 0
+        for _ in range(self.plan.rounds):
+            for connections in CONNECTIONS:
+                for key, (command_and_env, counts) in servers_by_key.items():
+                    if connections not in counts:
+                        continue
+                    started += 1
+                    command, env = command_and_env(started)
+                    # The raw baselines write here; the runner makes its own in its data dir.
+                    database = datasets.build(self.tmp / f"writes-{started}.sqlite3", 0, 1)
+                    server = self.start(command, BENCH_DATABASE=str(database), **env)
+                    try:
+                        runs.setdefault((key, connections), []).append(
+                            load.run(
+                                server.url + "/submissions",
+                                server.proc.pid,
+                                self.plan.seconds,
+                                connections=connections,
+                                script=script,
+                            )
+                        )
+                    finally:
+                        server.stop()
+        for connections, target in zip(CONNECTIONS, (0.5, 0.8), strict=True):
+            runner, baseline = runs[RUNNER, connections], runs[RAW_ROUTE, connections]
+            errors = sum(run.errors for run in runner)
+            pairs = list(zip(runner, baseline, strict=True))
+            self.figures.append(
+                Figure(
+                    f"example `POST /submissions`, writes/s, {connections} connections, {errors} errors",
+                    f"{statistics.median(r.per_second for r in runner):,.0f}",
+                    f"{RAW_ROUTE} ({sum(b.errors for b in baseline)} errors) "
+                    f"{statistics.median(r.per_second for r in baseline):,.0f}",
+                    self.median_ratio([(r.per_second, b.per_second) for r, b in pairs]),
+                    ("≥", target),
+                )
             )
-        )
-        self.figures.append(
-            Figure(
-                f"example `POST /submissions` p99, 8 connections, {errors} errors",
-                f"{statistics.median(r.p99_ms for r in runner):.1f} ms",
-                "the same FastAPI route on one raw sqlite3 connection "
-                f"{statistics.median(r.p99_ms for r in baseline):.1f} ms",
-                self.median_ratio([(r.p99_ms, b.p99_ms) for r, b in pairs]),
-                ("≤", 2.0),
+            self.figures.append(
+                Figure(
+                    f"example `POST /submissions` p99, {connections} connections",
+                    f"{statistics.median(r.p99_ms for r in runner):.1f} ms",
+                    f"{RAW_ROUTE} {statistics.median(r.p99_ms for r in baseline):.1f} ms",
+                    self.median_ratio([(r.p99_ms, b.p99_ms) for r, b in pairs]),
+                    ("≤", 2.0) if connections == 8 else None,
+                )
             )
-        )
+            self.figures.append(
+                Figure(
+                    f"example `POST /submissions`: server CPU per write, {connections} connections",
+                    f"{statistics.median(r.server_us_per_request for r in runner):,.0f} µs",
+                    f"{RAW_ROUTE} {statistics.median(r.server_us_per_request for r in baseline):,.0f} µs",
+                    self.median_ratio([(r.server_us_per_request, b.server_us_per_request) for r, b in pairs]),
+                    ("≤", 2.5) if connections == 8 else None,
+                )
+            )
         rows = [
             [
                 key,
+                str(connections),
                 f"{statistics.median(r.per_second for r in group):,.0f}",
                 f"{statistics.median(r.p50_ms for r in group):.1f}",
                 f"{statistics.median(r.p99_ms for r in group):.1f}",
                 str(sum(r.errors for r in group)),
                 f"{statistics.median(r.server_us_per_request for r in group):,.0f}",
             ]
-            for key, group in runs.items()
+            for (key, connections), group in runs.items()
         ]
-        normal = runs[NORMAL_RUNNER]
+        normal, runner = runs[NORMAL_RUNNER, 8], runs[RUNNER, 8]
         full_cost = self.median_ratio([(n.per_second, f.per_second) for n, f in zip(normal, runner, strict=True)])
         self.sections.append(
-            f"`POST /submissions`, 8 connections, writer settings {pragmas.replace('PRAGMA ', '')}:\n\n"
-            + table(["server", "writes/s", "p50 ms", "p99 ms", "errors", "server µs CPU / write"], rows)
+            f"`POST /submissions`, writer settings {pragmas.replace('PRAGMA ', '')}:\n\n"
+            + table(["server", "connections", "writes/s", "p50 ms", "p99 ms", "errors", "server µs CPU / write"], rows)
             + f"\n\nThe cost of `synchronous=FULL` (the default): the runner with the opt-in `NORMAL` does "
-            f"{full_cost:.2f}x its writes per second."
+            f"{full_cost:.2f}x its writes per second at 8 connections."
         )
         self.trips()
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def jobs(self) -> None:
+        """No-op jobs: the runner's (``bench/jobs_plugin``, in ``serve``) against huey's, alternating."""
+        self.say("jobs against huey")
+        count, latency_count = self.plan.jobs
+        runner_runs: list[tuple[float, list[float]]] = []
+        huey_runs: list[tuple[float, list[float]]] = []
+        for number in range(self.plan.rounds):
+            data = self._empty_dir(f"jobs-{number}")
+            server = self.start(servers.runner(data, slug="bench-jobs"), **servers.runner_env(), **JOBS_ENV)
+            try:
+                first = json.loads(server.post(f"/enqueue?count={count}"))["first"]
+                finished = _wait_for_jobs(server, count)
+                per_second = count / (max(finished) - first)
+                server.post(f"/enqueue?count={latency_count}&gap={JOBS_GAP}")
+                _wait_for_jobs(server, latency_count)
+                runner_runs.append((per_second, json.loads(server.get("/stats")[1])["latencies"]))
+            finally:
+                server.stop()
+            folder = self._empty_dir(f"huey-{number}")
+            measured = subprocess.run(
+                [sys.executable, "-m", "bench.huey_jobs", str(folder), str(count), str(latency_count)]
+                + [str(JOBS_GAP), JOBS_ENV["CHALLENGE_JOBS_CONCURRENCY"]],
+                env=servers.environment({}),
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=600,
+            )
+            result = json.loads(measured.stdout)
+            huey_runs.append((result["per_second"], result["latencies"]))
+
+        def percentile(latencies: list[float], share: float) -> float:
+            ordered = sorted(latencies)
+            return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
+
+        pairs = list(zip(runner_runs, huey_runs, strict=True))
+        self.figures.append(
+            Figure(
+                f"no-op jobs per second ({count} enqueued one by one, to the last one's end)",
+                f"{statistics.median(r for r, _ in runner_runs):,.0f}",
+                f"{HUEY} {statistics.median(h for h, _ in huey_runs):,.0f}",
+                self.median_ratio([(r[0], h[0]) for r, h in pairs]),
+                ("≥", 1.0),
+            )
+        )
+        for share, name, target in ((0.5, "p50", None), (0.99, "p99", ("≤", 2.0))):
+            self.figures.append(
+                Figure(
+                    f"job enqueue-to-start latency {name} ({latency_count} jobs, {JOBS_GAP * 1000:g} ms apart)",
+                    f"{statistics.median(percentile(r[1], share) for r in runner_runs):.1f} ms",
+                    f"{HUEY} {statistics.median(percentile(h[1], share) for h in huey_runs):.1f} ms",
+                    self.median_ratio([(percentile(r[1], share), percentile(h[1], share)) for r, h in pairs]),
+                    target,
+                )
+            )
 
     def trips(self) -> None:
         """Round trips to the driver's thread per request, counted by ``bench.trips`` in a process per challenge."""
@@ -487,6 +584,17 @@ class Bench:
         return path
 
 
+def _wait_for_jobs(server: servers.Server, count: int) -> list[float]:
+    """The end times of the jobs the bench challenge ran, once there are ``count``."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        finished = json.loads(server.get("/stats")[1])["finished"]
+        if len(finished) >= count:
+            return finished
+        time.sleep(0.05)
+    raise RuntimeError(f"the runner ran fewer than {count} jobs in 300 s")
+
+
 def _access_lines(log: Path) -> int:
     """The access lines the servers have written to ``log`` so far."""
     if not log.exists():
@@ -531,6 +639,7 @@ def _install_challenges(site: Path) -> None:
             str(site),
             str(EXAMPLE),
             str(BOUNTY),
+            str(JOBS_PLUGIN),
         ],
         check=True,
     )
@@ -553,9 +662,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only",
         type=lambda value: value.split(","),
-        default=["queries", "weights", "stacks", "writes", "start"],
+        default=["queries", "weights", "stacks", "writes", "jobs", "start"],
         metavar="STEPS",
-        help="comma-separated steps to run: queries, weights, stacks (needs weights), writes, start; default: all",
+        help="comma-separated steps to run: queries, weights, stacks (needs weights), writes, jobs, start; "
+        "default: all",
     )
     args = parser.parse_args(argv)
     load.require_wrk()
@@ -569,6 +679,7 @@ def main(argv: list[str] | None = None) -> None:
             "weights": bench.cached_weights,
             "stacks": bench.stacks,
             "writes": bench.writes,
+            "jobs": bench.jobs,
             "start": bench.cold_start,
         }
         for name, step in steps.items():

@@ -60,6 +60,19 @@ class Server:
         finally:
             conn.close()
 
+    def post(self, path: str) -> bytes:
+        """The body of a 2xx answer to ``POST path`` with no body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+        try:
+            conn.request("POST", path)
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        if not 200 <= response.status < 300:
+            raise RuntimeError(f"POST {path} answered {response.status}: {body[:500]!r}")
+        return body
+
     def rss_mb(self) -> float:
         """Resident memory of the process, in MiB."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
