@@ -480,7 +480,7 @@ class Scheduler:
         }
         for i, name in enumerate(names):
             params[f"t{i}"], params[f"n{i}"] = name, slots[name]
-        async with self.db.engine.begin() as conn:
+        async with self.db.begin() as conn:
             result = await conn.execute(self._claim_statement(names), params, execution_options=_BOOK)
             return list(result)
 
@@ -633,7 +633,7 @@ class Scheduler:
         )
         for pause in (*WRITE_RETRIES, None):
             try:
-                async with self.db.engine.begin() as conn:
+                async with self.db.begin() as conn:
                     result = await conn.execute(guarded, execution_options=_BOOK)
                     return result.rowcount == 1
             except Exception as exc:

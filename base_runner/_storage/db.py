@@ -47,6 +47,7 @@ from sqlalchemy import event, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -246,6 +247,24 @@ class Database:
             if token is not None:
                 driver.joined.reset(token)
         for group in groups or ():
+            await outcome(group)
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """``engine.begin()`` whose COMMIT the transactions waiting for the writer share (group commit).
+
+        Returns once the COMMIT is on disk, or raises its error, as
+        ``engine.begin()`` does; the writer is free for the next transaction
+        in the meantime.
+        """
+        released: list[driver.Group] = []
+        token = driver.deferring.set(released)
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        finally:
+            driver.deferring.reset(token)
+        for group in released:
             await outcome(group)
 
     async def session_dependency(self) -> AsyncIterator[AsyncSession]:
