@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from .._core.errors import ConfigError
 from .._core.settings import RunnerSettings, database_path
 from .backend import Backend, Prepared
-from .broker import Broker
 from .local import LocalDocker
 from .service import Executor
 from .spec import BackendUnavailable, RunResult
@@ -50,6 +49,9 @@ def build(settings: RunnerSettings, slug: str) -> Executor:
     elif not settings.docker_enabled:
         backend = Off()
     elif url is not None and choice in ("auto", "broker"):
+        # Imported here: httpx, which it needs, is several MiB and tens of ms of every start otherwise.
+        from .broker import Broker
+
         token = settings.docker_broker_token
         backend = Broker(
             url,
