@@ -35,14 +35,10 @@ def command(prefix: str) -> list[str]:
     return line.split()
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Step 2: ``base-runner new bounty-hunt`` in an empty folder; step 3's install of it."""
-    root = tmp_path_factory.mktemp("author")
-    words = command("base-runner new ")
-    assert words == ["base-runner", "new", SLUG]
+def new(root: Path, slug: str) -> Path:
+    """``base-runner new SLUG`` run in the folder ``root``, as an author types it; the package's folder."""
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("base-runner")), *words[1:]],
+        [str(Path(sys.executable).with_name("base-runner")), "new", slug],
         cwd=root,
         env=clean_env(),
         capture_output=True,
@@ -50,7 +46,28 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    return root / SLUG, install(root / SLUG, root / "site")
+    return root / slug
+
+
+def package_tests(folder: Path, site: Path, basetemp: Path) -> subprocess.CompletedProcess[str]:
+    """``pytest`` in the package's folder, the package installed at ``site``."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--basetemp", str(basetemp)],
+        cwd=folder,
+        env=clean_env([site]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Step 2: ``base-runner new bounty-hunt`` in an empty folder; step 3's install of it."""
+    root = tmp_path_factory.mktemp("author")
+    assert command("base-runner new ") == ["base-runner", "new", SLUG]
+    folder = new(root, SLUG)
+    return folder, install(folder, root / "site")
 
 
 def test_1_install_names_the_release_tag_and_the_published_package() -> None:
@@ -63,14 +80,7 @@ def test_1_install_names_the_release_tag_and_the_published_package() -> None:
 def test_3_its_own_tests_pass(project: tuple[Path, Path], tmp_path: Path) -> None:
     folder, site = project
     assert command("pytest") == ["pytest"]
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "t")],
-        cwd=folder,
-        env=clean_env([site]),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = package_tests(folder, site, tmp_path / "t")
     assert result.returncode == 0, result.stdout
     expected = re.search(r"`pytest` ends with `(\d+ passed)`", GUIDE)
     assert expected and expected.group(1) in result.stdout.splitlines()[-1]
@@ -269,16 +279,7 @@ def lifespan(app: FastAPI) -> AbstractAsyncContextManager[object]:
 def test_8_an_authors_first_hour_from_an_empty_folder(tmp_path: Path, server) -> None:
     root = tmp_path / "empty"
     root.mkdir()
-    created = subprocess.run(
-        [str(Path(sys.executable).with_name("base-runner")), "new", BOARD],
-        cwd=root,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert created.returncode == 0, created.stderr
-    folder = root / BOARD
+    folder = new(root, BOARD)
     for relative, text in AUTHORS_CODE.items():
         (folder / relative).write_text(text)
     plugin = folder / BOARD_MODULE / "plugin.py"
@@ -294,14 +295,7 @@ def test_8_an_authors_first_hour_from_an_empty_folder(tmp_path: Path, server) ->
     )
     site = install(folder, tmp_path / "site")
 
-    tested = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "t")],
-        cwd=folder,
-        env=clean_env([site]),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    tested = package_tests(folder, site, tmp_path / "t")
     assert tested.returncode == 0, tested.stdout
     written = sum(path.read_text().count("\nasync def test_") for path in (folder / "tests").glob("test_*.py"))
     assert written >= 3 + 6 and f"{written} passed" in tested.stdout.splitlines()[-1], tested.stdout
