@@ -166,6 +166,11 @@ def test_kill_9_during_a_job_costs_one_attempt_and_it_runs_again_soon_after_rest
     # Within seconds: once its lease (1 s) expired, at the next look (every third of a lease).
     assert second["started"] - ready < 5, second["started"] - ready
     assert logged(restarted.records(), f"job {slow['job_id']} evaluate: attempt 1 lost its lease")
+    with restarted.client() as client:
+        metrics = client.get("/internal/v1/metrics", headers=MASTER).text
+    # The take-over is a failed attempt, and the rerun a start and a success.
+    for family in ("takeover", "failed", "started", "succeeded"):
+        assert f'base_runner_jobs_{family}_total{{task="evaluate"}} 1.0' in metrics, family
     assert restarted.stop() == 0
 
 
