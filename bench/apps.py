@@ -94,6 +94,7 @@ def runner() -> Any:
     """
     from base_runner._cli.options import start
     from base_runner._http.assembly import build_runner
+    from base_runner._http.server import asgi
 
     settings, loaded = start("example", data_dir=Path(os.environ["BENCH_DATA_DIR"]))
-    return build_runner(loaded, settings, serve=True).asgi()
+    return asgi(build_runner(loaded, settings, serve=True))

@@ -261,7 +261,7 @@ def status(url: str | None, as_json: bool, timeout: float) -> None:
     from . import status as report
 
     settings = load_settings()
-    auth = MasterAuth(slug="", token=settings.shared_token, token_file=settings.shared_token_file)
+    auth = MasterAuth.of(settings)
     try:
         token = auth.expected_token()
     except Exception:  # no token configured, or unreadable: status says so itself

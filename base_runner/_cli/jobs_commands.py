@@ -42,7 +42,7 @@ class _Instance:
         from .._core.settings import load_settings
 
         settings = load_settings()
-        auth = MasterAuth(slug="", token=settings.shared_token, token_file=settings.shared_token_file)
+        auth = MasterAuth.of(settings)
         try:
             token = auth.expected_token()
         except Exception:

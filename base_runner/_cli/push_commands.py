@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,7 +18,7 @@ from .._core.errors import ConfigError
 from .options import challenge_option, data_dir_option, debug_option, reports_errors
 
 if TYPE_CHECKING:
-    from .._push.pusher import Attempt
+    from .._push.attempt import Attempt
 
 
 @click.group()
@@ -38,8 +38,8 @@ def status(challenge: str | None, data_dir: Path | None, as_json: bool, limit: i
 
     from .._core.settings import load_settings
     from .._plugins.plugins import select
+    from .._push.attempt import ledger, shown_url
     from .._push.protocol import epoch_of
-    from .._push.pusher import ledger, shown_url
     from .._push.store import PushStore, store_path
     from .._storage.dbfile import DatabaseFile
 
@@ -72,10 +72,15 @@ def status(challenge: str | None, data_dir: Path | None, as_json: bool, limit: i
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"challenge {slug}: push {'to ' + str(report['master']) if report['master'] else 'off'}")
-    if not settings.master_base_url:
+    _show(report, settings.epoch_seconds, pushing=bool(settings.master_base_url))
+
+
+def _show(report: dict[str, Any], epoch_seconds: int, pushing: bool) -> None:
+    """``push status``'s report as text."""
+    click.echo(f"challenge {report['challenge']}: push {'to ' + str(report['master']) if report['master'] else 'off'}")
+    if not pushing:
         click.echo("  (set CHALLENGE_MASTER_BASE_URL to push to a 3.1 master)")
-    click.echo(f"epoch: {report['current_epoch']} now, {settings.epoch_seconds} s each")
+    click.echo(f"epoch: {report['current_epoch']} now, {epoch_seconds} s each")
     if report["ledger_problem"]:
         click.echo(f"ledger: {report['ledger_problem']}; new pushes cannot be stored")
     if report["epoch"] is None:
@@ -92,7 +97,7 @@ def status(challenge: str | None, data_dir: Path | None, as_json: bool, limit: i
         )
     else:
         click.echo("pending: none")
-    for row in report["recent"]:  # type: ignore[attr-defined]
+    for row in report["recent"]:
         outcome = row["snapshot_id"] or row["last_error"] or ""
         click.echo(f"  epoch {row['epoch']} revision {row['revision']}: {row['state']} {outcome}".rstrip())
 
@@ -114,37 +119,31 @@ def once(challenge: str | None, data_dir: Path | None, debug: bool) -> None:
 
     from .._core.auth import MasterAuth
     from .._push.pusher import REQUEST_TIMEOUT, Pusher
+    from .._push.running import PushConfig
     from .._push.store import PushStore, store_path
     from .._weights.weights import WeightsError
     from .options import start, weights_once
 
     settings, loaded = start(challenge, logging.DEBUG if debug else logging.INFO, data_dir=data_dir)
-    if settings.master_base_url is None:
+    config = PushConfig.of(settings)
+    if config is None:
         raise ConfigError("push once needs the master's URL: set CHALLENGE_MASTER_BASE_URL")
     try:
         validated = weights_once(settings, loaded)
     except WeightsError as exc:
         click.echo(f"base-runner: error: {exc}", err=True)
         sys.exit(1)
-    auth = MasterAuth(slug=loaded.name, token=settings.shared_token, token_file=settings.shared_token_file)
+    auth = MasterAuth.of(settings, loaded.name)
 
     async def weights() -> dict[str, float]:
         return validated.weights
 
     async def push_now() -> Attempt:
-        store = PushStore(store_path(settings.data_dir), loaded.name)
+        store = PushStore(store_path(config.data_dir), loaded.name)
         try:
             async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as client:
-                pusher = Pusher(
-                    slug=loaded.name,
-                    master_base_url=settings.master_base_url or "",
-                    epoch_seconds=settings.epoch_seconds,
-                    interval=settings.push_interval,
-                    lifetime=settings.push_snapshot_lifetime,
-                    weights=weights,
-                    token=auth.expected_token,
-                    store=store,
-                    client=client,
+                pusher = Pusher.of(
+                    loaded.name, config, weights=weights, token=auth.expected_token, store=store, client=client
                 )
                 return await pusher.step(force=True)
         finally:

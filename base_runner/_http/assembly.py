@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import storage
 from .._core.auth import MasterAuth, token_problem
-from .._core.errors import describe
+from .._core.events import Events
 from .._core.runtime import Runtime
 from .._core.settings import RunnerSettings, database_url
 from .._core.version import __version__
@@ -33,13 +32,14 @@ from .._jobs.scheduler import Scheduler
 from .._jobs.tasks import tasks_of
 from .._observe.executor_metrics import watch_executor
 from .._observe.loopwatch import LoopWatchdog
-from .._observe.metrics import Metrics, MetricsPort
+from .._observe.metrics import Metrics
+from .._observe.port import MetricsPort
 from .._plugins.plugins import HOOK_SHAPES, LoadedChallenge, routers_of
-from .._push.pusher import start_pushing
+from .._push.running import PushConfig, start_pushing
 from .._storage.datadir import DataDirLock
 from .._storage.db import Database, database, has_wal_reset_bug, sqlite_version
 from .._storage.dbfile import DatabaseFile
-from .._weights.weights import WeightsCache, call_get_weights
+from .._weights.weights import Computed, WeightsCache, call_get_weights, measured
 from .app import create_app
 from .readiness import Readiness
 
@@ -130,9 +130,12 @@ class Runner:
         self.runtime.mark("challenge", "starting", ok=False)
         self.auth = MasterAuth.of(settings, slug)
         self.metrics = Metrics(self.runtime, loaded.version)
-        weights = self.metrics.timed_weights(lambda: call_get_weights(loaded), settings.weights_timeout)
+        #: Each get_weights computation, for the metrics and the traces.
+        self.computed: Events[Computed] = Events()
+        self.computed.subscribe(self.metrics.weights_computed)
+        weights = measured(lambda: call_get_weights(loaded), settings.weights_timeout, self.runtime, self.computed)
         if tracing is not None:
-            weights = tracing.traced_weights(weights, self.runtime)
+            weights = tracing.traced_weights(weights, self.computed)
             tracing.instrument(db)
         self.cache = WeightsCache(
             slug,
@@ -171,7 +174,7 @@ class Runner:
             Part.of("tracing", stop=None if self.tracing is None else self.tracing.shutdown),
             # Before the database, so that a scraper sees a slow startup (the challenge part "starting").
             Part.of("metrics port", *self._metrics_port()),
-            Part("transaction counter", self._counting_transactions),
+            Part("database metrics", self._observing_database),
             Part.of("database", self._open_database, self._close_database),
             # Before the challenge's lifespan, which may enqueue.
             Part.of("jobs table", self.jobs.prepare),
@@ -183,13 +186,14 @@ class Runner:
             Part("executor", self.executor.running),
             Part("challenge", self._challenge_lifespan),
         ]
-        if settings.master_base_url is not None:
+        push = PushConfig.of(settings)
+        if push is not None:
             # After the challenge's own lifespan, so get_weights has what it needs; stopped before it.
             parts.append(
                 Part(
                     "pusher",
                     lambda: start_pushing(
-                        settings, self.loaded.name, self.cache, self.auth, self.runtime, self.metrics.push_step
+                        push, self.loaded.name, self.cache, self.auth, self.runtime, self.metrics.push_stepped
                     ),
                 )
             )
@@ -246,8 +250,9 @@ class Runner:
         return (lambda: port.start(self.metrics)), port.stop
 
     @asynccontextmanager
-    async def _counting_transactions(self) -> AsyncIterator[None]:
-        stop = self.metrics.count_transactions(self.db)
+    async def _observing_database(self) -> AsyncIterator[None]:
+        # The database outlives the runner (the fixtures build one per test): stop watching it at shutdown.
+        stop = self.metrics.observe_database(self.db)
         try:
             yield
         finally:
@@ -277,38 +282,6 @@ class Runner:
                 if context is not None:
                     await stack.enter_async_context(context)
             yield
-
-    def asgi(self) -> Any:
-        """The ASGI callable ``serve`` hands to uvicorn.
-
-        It runs the app's lifespan itself so that a startup fault reaches the
-        log as one line naming the challenge (the traceback only at debug
-        level), where Starlette would print the whole traceback.
-        """
-        app, slug = self.app, self.loaded.name
-
-        async def step(phase: str, action: Awaitable[object], send: Any) -> bool:
-            try:
-                await action
-            except Exception as exc:
-                log.debug("%s of %s failed:\n%s", phase, slug, traceback.format_exc())
-                message = f"challenge {slug}: {phase} failed: {describe(exc)}"
-                await send({"type": f"lifespan.{phase}.failed", "message": message})
-                return False
-            await send({"type": f"lifespan.{phase}.complete"})
-            return True
-
-        async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            if scope["type"] != "lifespan":
-                await app(scope, receive, send)
-                return
-            context = app.router.lifespan_context(app)
-            await receive()  # lifespan.startup
-            if await step("startup", context.__aenter__(), send):
-                await receive()  # lifespan.shutdown
-                await step("shutdown", context.__aexit__(None, None, None), send)
-
-        return asgi
 
 
 def build_runner(

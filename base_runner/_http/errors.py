@@ -27,37 +27,42 @@ log = logging.getLogger("base_runner")
 Handler = Callable[[Request, Any], Awaitable[Response]]
 
 
+async def _refused(request: Request, error: ApiError) -> Response:
+    return error.response()
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    # Challenge routes' own HTTPExceptions keep their status, headers and
+    # detail; the code comes from the status. A structured detail, which
+    # the envelope's string cannot hold, passes through as FastAPI sends it.
+    if not isinstance(exc.detail, str):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    detail = exc.detail
+    # Starlette's own 404 and 405 carry only the status phrase: say what was asked.
+    if exc.status_code in (404, 405) and detail in ("Not Found", "Method Not Allowed"):
+        detail = f"{detail.lower()}: {request.method} {request.url.path[:200]}"
+    return error_response(exc.status_code, code_for_status(exc.status_code), detail, headers=exc.headers)
+
+
+async def _refused_input(request: Request, refused: RequestRefused) -> Response:
+    headers, body = refused.response_parts()
+    return Response(body, status_code=refused.status_code, headers={k.decode(): v.decode() for k, v in headers})
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+    # Which fields failed, never the input itself: FastAPI's own 422
+    # echoes each bad input, a 100 MB body included.
+    problem = body_problem(exc.errors(), exc.body, request.headers.get("content-type"))
+    return error_response(422, "validation_failed", problem or validation_detail(exc.errors()))
+
+
+async def _writes_refused(request: Request, exc: WritesRefused) -> Response:
+    return error_response(503, "writes_refused", str(exc))
+
+
 def exception_handlers(runner: Runner) -> dict[Any, Handler]:
     """The handlers FastAPI is built with, by exception class."""
     slug = runner.loaded.name
-
-    async def refused(request: Request, error: ApiError) -> Response:
-        return error.response()
-
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        # Challenge routes' own HTTPExceptions keep their status, headers and
-        # detail; the code comes from the status. A structured detail, which
-        # the envelope's string cannot hold, passes through as FastAPI sends it.
-        if not isinstance(exc.detail, str):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        detail = exc.detail
-        # Starlette's own 404 and 405 carry only the status phrase: say what was asked.
-        if exc.status_code in (404, 405) and detail in ("Not Found", "Method Not Allowed"):
-            detail = f"{detail.lower()}: {request.method} {request.url.path[:200]}"
-        return error_response(exc.status_code, code_for_status(exc.status_code), detail, headers=exc.headers)
-
-    async def refused_input(request: Request, refused: RequestRefused) -> Response:
-        headers, body = refused.response_parts()
-        return Response(body, status_code=refused.status_code, headers={k.decode(): v.decode() for k, v in headers})
-
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        # Which fields failed, never the input itself: FastAPI's own 422
-        # echoes each bad input, a 100 MB body included.
-        problem = body_problem(exc.errors(), exc.body, request.headers.get("content-type"))
-        return error_response(422, "validation_failed", problem or validation_detail(exc.errors()))
-
-    async def writes_refused(request: Request, exc: WritesRefused) -> Response:
-        return error_response(503, "writes_refused", str(exc))
 
     async def database_fault(request: Request, exc: DBAPIError) -> Response:
         fault = disk_fault(exc, runner.dbfile)
@@ -85,11 +90,11 @@ def exception_handlers(runner: Runner) -> dict[Any, Handler]:
         )
 
     return {
-        ApiError: refused,
-        HTTPException: http_error,
-        RequestRefused: refused_input,
-        RequestValidationError: invalid,
-        WritesRefused: writes_refused,
+        ApiError: _refused,
+        HTTPException: _http_error,
+        RequestRefused: _refused_input,
+        RequestValidationError: _invalid,
+        WritesRefused: _writes_refused,
         DBAPIError: database_fault,
         Exception: unhandled,
     }

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
+import traceback
+from collections.abc import Awaitable
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from .._core.errors import describe
 
 if TYPE_CHECKING:
     from .assembly import Runner
+
+log = logging.getLogger("base_runner")
 
 #: Seconds uvicorn lets requests finish at shutdown: under Swarm's default 10 s stop grace period,
 #: leaving time to checkpoint the WAL.
@@ -30,7 +37,7 @@ def run(runner: Runner, log_level: int, sockets: list[socket.socket] | None = No
     settings = runner.settings
     server = uvicorn.Server(
         uvicorn.Config(
-            runner.asgi(),
+            asgi(runner),
             host=settings.host,
             port=settings.port,
             lifespan="on",
@@ -61,3 +68,36 @@ def run(runner: Runner, log_level: int, sockets: list[socket.socket] | None = No
     if not server.started:
         raise NeverStarted
     return runtime.fatal
+
+
+def asgi(runner: Runner) -> Any:
+    """The ASGI callable ``serve`` hands to uvicorn.
+
+    It runs the app's lifespan itself so that a startup fault reaches the
+    log as one line naming the challenge (the traceback only at debug
+    level), where Starlette would print the whole traceback.
+    """
+    app, slug = runner.app, runner.loaded.name
+
+    async def step(phase: str, action: Awaitable[object], send: Any) -> bool:
+        try:
+            await action
+        except Exception as exc:
+            log.debug("%s of %s failed:\n%s", phase, slug, traceback.format_exc())
+            message = f"challenge {slug}: {phase} failed: {describe(exc)}"
+            await send({"type": f"lifespan.{phase}.failed", "message": message})
+            return False
+        await send({"type": f"lifespan.{phase}.complete"})
+        return True
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        context = app.router.lifespan_context(app)
+        await receive()  # lifespan.startup
+        if await step("startup", context.__aenter__(), send):
+            await receive()  # lifespan.shutdown
+            await step("shutdown", context.__aexit__(None, None, None), send)
+
+    return asgi

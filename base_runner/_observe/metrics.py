@@ -1,28 +1,21 @@
 """Prometheus metrics of one app, in prometheus-client's registry, for ``/internal/v1/metrics``.
 
-The same registry can also be served on a port of its own (:class:`MetricsPort`,
-``CHALLENGE_METRICS_PORT``) as ``GET /metrics`` without a token, for a
-scraper on the node. That port is a second uvicorn server on the app's
-event loop, not prometheus-client's threaded server: :class:`_StateCollector`
-reads the runtime's states, the weights cache and the database's URL, which
-only the loop's thread changes, so every scrape runs where the token-guarded
-one does. The cost is that a stalled loop answers neither; the watchdog
-reports a stall in the log and on ``/ready`` instead.
-
-Per-request work is one cached lookup and two updates; everything that
-can be read when scraped (cache age, part states, file sizes) is read
-then, by :class:`_StateCollector`, and costs the hot path nothing. Labels
-are route templates, methods from a fixed set, status codes, outcomes and
-the names the code gives its parts: never raw paths or hotkeys.
+The same registry is also served on a port of its own when asked
+(:mod:`.port`). The metrics observe the parts: they count the events the
+database, the weights part, the pusher and the jobs tell them of, and read
+the rest (cache age, part states, file sizes) when scraped, by
+:class:`_StateCollector`, which costs the hot path nothing. Per-request work
+is one cached lookup and two updates. Labels are route templates, methods
+from a fixed set, status codes, outcomes and the names the code gives its
+parts: never raw paths or hotkeys.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,30 +28,21 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     generate_latest,
-    make_asgi_app,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .._core.errors import ConfigError
-
 if TYPE_CHECKING:
-    import asyncio
-
-    import uvicorn
-
     from .._core.runtime import Runtime
     from .._jobs.scheduler import JobEvent, Scheduler
-    from .._push.pusher import Attempt
-    from .._storage.db import Database
-    from .._weights.weights import Validated, WeightsCache
+    from .._push.attempt import Attempt
+    from .._storage.db import Database, WriterEvent
+    from .._weights.weights import Computed, WeightsCache
 
 log = logging.getLogger("base_runner")
 
 #: Where the master (or a scraper with its token) reads the metrics.
 PATH = "/internal/v1/metrics"
-#: The one path of the separate metrics port, where Prometheus looks by default.
-PORT_PATH = "/metrics"
 #: Methods counted under their own name; anything else is ``other``, so a client cannot add label values.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # From a cached weights answer (~0.1 ms) to a slow write.
@@ -85,8 +69,8 @@ JOB_EVENTS = {
 class Metrics:
     """Every metric family of one app, in a registry of its own.
 
-    :param runtime: the app's runtime: its challenge is named on ``base_runner_info``,
-        and the ``weights`` and ``push`` parts report their state to it.
+    :param runtime: the app's runtime: its challenge is named on ``base_runner_info``, and its parts'
+        states are read at each scrape (the parts write them, never the metrics).
     :param version: the challenge package's version, on ``base_runner_info``.
     """
 
@@ -105,6 +89,12 @@ class Metrics:
             registry=registry,
         )
         info.labels(runtime.challenge, version, __version__).set(1)
+        for families in (self._requests, self._weights, self._database, self._pusher):
+            families(registry)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _requests(self, registry: CollectorRegistry) -> None:
+        """The families of the HTTP requests."""
         self.requests = Counter(
             "base_runner_http_requests",
             "HTTP requests answered, by route template, method and status.",
@@ -118,6 +108,9 @@ class Metrics:
             buckets=_REQUEST_BUCKETS,
             registry=registry,
         )
+
+    def _weights(self, registry: CollectorRegistry) -> None:
+        """The families of the ``get_weights`` computations."""
         self.get_weights_seconds = Histogram(
             "base_runner_get_weights_duration_seconds",
             "Time the challenge's get_weights took, validation included, by outcome: ok, error or timeout.",
@@ -138,6 +131,9 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+
+    def _database(self, registry: CollectorRegistry) -> None:
+        """The families of the writer connection."""
         self.writer_wait = Histogram(
             "base_runner_db_writer_wait_seconds",
             "Time a session waited for the one writer connection (the write lock).",
@@ -152,6 +148,9 @@ class Metrics:
         )
         for outcome in ("commit", "rollback"):
             self.transactions.labels(outcome)
+
+    def _pusher(self, registry: CollectorRegistry) -> None:
+        """The families of the pusher's steps."""
         self.pushes = Counter(
             "base_runner_push_steps",
             "Steps of the pusher, by outcome (acknowledged, unavailable, refused, current, ...) and HTTP status.",
@@ -163,7 +162,6 @@ class Metrics:
             "UNIX time of the pusher's last step after which the master held the current weights.",
             registry=registry,
         )
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request; ``route`` must be a template, never a raw path."""
@@ -176,48 +174,22 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def push_step(self, attempt: Attempt) -> None:
-        """Count one step of the pusher; the ``push`` part is up while its steps succeed."""
+    def push_stepped(self, attempt: Attempt) -> None:
+        """Count one step of the pusher."""
         self.pushes.labels(attempt.outcome, str(attempt.status or "none")).inc()
         if attempt.ok:
             self.last_push.set(time.time())
-        self._runtime.mark("push", attempt.outcome, ok=attempt.ok)
 
-    def timed_weights(
-        self, compute: Callable[[], Awaitable[Validated]], timeout: float
-    ) -> Callable[[], Awaitable[Validated]]:
-        """``compute``, timed and counted by outcome, its dropped entries counted.
-
-        A computation that runs past ``timeout`` (the callers got 504) counts
-        as ``timeout`` whatever it ends with, and the ``weights`` part is
-        marked down the moment it passes the limit, even if it never ends.
-        """
-        import asyncio
-
-        async def timed() -> Validated:
-            started = time.perf_counter()
-            late = asyncio.get_running_loop().call_later(timeout, self._runtime.mark, "weights", "timeout", False)
-            outcome = "error"
-            try:
-                validated = await compute()
-                outcome = "ok"
-            finally:
-                late.cancel()
-                seconds = time.perf_counter() - started
-                if seconds >= timeout:
-                    outcome = "timeout"
-                self.get_weights_seconds.labels(outcome).observe(seconds)
-                self.last_weights.labels(outcome).set(time.time())
-                self._runtime.mark("weights", outcome, ok=outcome == "ok")
-            self.dropped.inc(len(validated.dropped))
-            return validated
-
-        return timed
+    def weights_computed(self, computed: Computed) -> None:
+        """Time and count one ``get_weights`` computation by outcome, and the entries validation dropped."""
+        self.get_weights_seconds.labels(computed.outcome).observe(computed.seconds)
+        self.last_weights.labels(computed.outcome).set(time.time())
+        if computed.validated is not None:
+            self.dropped.inc(len(computed.validated.dropped))
 
     def watch(self, cache: WeightsCache, db: Database) -> None:
-        """Read the runtime, ``cache`` and ``db`` at each scrape, and time the writer's waits."""
+        """Read the runtime, ``cache`` and ``db``'s files at each scrape."""
         self.registry.register(_StateCollector(self._runtime, cache, db))
-        db.on_writer_wait = self.writer_wait.observe
 
     def watch_jobs(self, scheduler: Scheduler) -> None:
         """Count ``scheduler``'s events and time its attempts; read its queue at each scrape."""
@@ -243,27 +215,18 @@ class Metrics:
         scheduler.observers.append(observe)
         self.registry.register(_JobsCollector(scheduler))
 
-    def count_transactions(self, db: Database) -> Callable[[], None]:
-        """Count commits and rollbacks on ``db``'s writer; returns the function that stops it."""
-        from sqlalchemy import event
-
-        engine = db.engine.sync_engine
+    def observe_database(self, db: Database) -> Callable[[], None]:
+        """Count the commits and rollbacks on ``db``'s writer and time its waits; returns the function that stops it."""
         commits, rollbacks = self.transactions.labels("commit"), self.transactions.labels("rollback")
+        counted = {"commit": commits.inc, "rollback": rollbacks.inc}
 
-        def on_commit(_conn: Any) -> None:
-            commits.inc()
+        def observe(event: WriterEvent) -> None:
+            if event.kind == "wait":
+                self.writer_wait.observe(event.seconds)
+            else:
+                counted[event.kind]()
 
-        def on_rollback(_conn: Any) -> None:
-            rollbacks.inc()
-
-        event.listen(engine, "commit", on_commit)
-        event.listen(engine, "rollback", on_rollback)
-
-        def stop() -> None:
-            event.remove(engine, "commit", on_commit)
-            event.remove(engine, "rollback", on_rollback)
-
-        return stop
+        return db.events.subscribe(observe)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type."""
@@ -352,88 +315,3 @@ async def endpoint(metrics: Metrics, check: Callable[[Any], None], request: Any)
     check(request.headers)
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)
-
-
-class MetricsPort:
-    """The separate metrics port: ``GET /metrics`` with no token, every other path 404.
-
-    The socket is bound when this is made, so that ``serve`` refuses a port
-    in use (:class:`~base_runner.ConfigError`, exit 2) before the
-    database is opened or any challenge code runs; it answers from
-    :meth:`start` until :meth:`stop` closes it.
-
-    :param http: uvicorn's ``http`` protocol: ``serve`` passes the one with
-        its connection limits, so a slow client cannot hold this port either.
-    """
-
-    def __init__(self, host: str, port: int, http: type[asyncio.Protocol] | str = "auto") -> None:
-        try:
-            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-            self._socket = socket.create_server((host, port), family=family)
-        except OSError as exc:
-            # create_server's message repeats the address; the errno's own text does not.
-            reason = os.strerror(exc.errno) if exc.errno and not isinstance(exc, socket.gaierror) else str(exc)
-            raise ConfigError(
-                f"CHALLENGE_METRICS_PORT: cannot listen on {_url(host, port, '')}: {reason}; "
-                "free the port, choose another one, or fix CHALLENGE_METRICS_HOST"
-            ) from None
-        self.url = _url(host, port, PORT_PATH)
-        self._http = http
-        self._server: uvicorn.Server | None = None
-
-    async def start(self, metrics: Metrics) -> None:
-        """Answer scrapes of ``metrics`` on the bound socket."""
-        import uvicorn
-
-        config = uvicorn.Config(
-            _port_app(metrics.registry),
-            http=self._http,
-            ws="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-            timeout_graceful_shutdown=1,
-        )
-        config.load()
-        server = uvicorn.Server(config)
-        # startup() and shutdown() rather than serve(): serve() would take over
-        # the process's signal handlers, which belong to the main server, and
-        # set the lifespan (off here) that startup() expects.
-        server.lifespan = config.lifespan_class(config)
-        await server.startup(sockets=[self._socket])
-        self._server = server
-        log.info("metrics on %s, without a token: publish this port to the node only", self.url)
-
-    async def stop(self) -> None:
-        """Close the port and its connections; the socket too if it never served."""
-        if self._server is not None:
-            await self._server.shutdown(sockets=[self._socket])
-            self._server = None
-        self._socket.close()
-
-
-def _url(host: str, port: int, path: str) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}{path}" if path else f"{shown}:{port}"
-
-
-def _port_app(registry: CollectorRegistry) -> Callable[..., Awaitable[None]]:
-    """prometheus-client's ASGI exposition (text or OpenMetrics, gzip as asked) on :data:`PORT_PATH` alone."""
-    from starlette.responses import PlainTextResponse
-
-    exposition = make_asgi_app(registry)
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["path"] != PORT_PATH:
-            answer = PlainTextResponse(f"not found: this port serves GET {PORT_PATH} only\n", status_code=404)
-        elif scope["method"] not in ("GET", "HEAD"):
-            answer = PlainTextResponse(
-                f"method not allowed: {PORT_PATH} answers GET\n", status_code=405, headers={"Allow": "GET, HEAD"}
-            )
-        else:
-            await exposition(scope, receive, send)
-            return
-        await answer(scope, receive, send)
-
-    return app

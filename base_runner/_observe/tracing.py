@@ -21,9 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .access import UNMATCHED, route_of
 
 if TYPE_CHECKING:
-    from .._core.runtime import Runtime
+    from .._core.events import Events
     from .._storage.db import Database
-    from .._weights.weights import Validated
+    from .._weights.weights import Computed, Validated
 
 log = logging.getLogger("base_runner")
 
@@ -151,29 +151,30 @@ class Tracing:
         )
 
     def traced_weights(
-        self, compute: Callable[[], Awaitable[Validated]], runtime: Runtime
+        self, compute: Callable[[], Awaitable[Validated]], events: Events[Computed]
     ) -> Callable[[], Awaitable[Validated]]:
-        """``compute`` in a span that records its outcome, as the metrics count it: ``ok``, ``error``, ``timeout``."""
-        from opentelemetry.trace import StatusCode
+        """``compute`` in a span that records its outcome, as ``events`` tell it: ``ok``, ``error``, ``timeout``."""
+        from opentelemetry.trace import StatusCode, get_current_span
+
+        def record(computed: Computed) -> None:
+            # Told inside the computation, so inside its span.
+            span = get_current_span()
+            if computed.validated is not None:
+                span.set_attributes(
+                    {
+                        "base_runner.weights.entries": len(computed.validated.weights),
+                        "base_runner.weights.dropped": len(computed.validated.dropped),
+                    }
+                )
+            span.set_attribute(OUTCOME_ATTRIBUTE, computed.outcome)
+            if computed.outcome != "ok":
+                span.set_status(StatusCode.ERROR, f"get_weights: {computed.outcome}")
+
+        events.subscribe(record)
 
         async def traced() -> Validated:
-            with self._tracer.start_as_current_span(WEIGHTS_SPAN) as span:
-                try:
-                    validated = await compute()
-                    span.set_attributes(
-                        {
-                            "base_runner.weights.entries": len(validated.weights),
-                            "base_runner.weights.dropped": len(validated.dropped),
-                        }
-                    )
-                    return validated
-                finally:
-                    # compute is the metrics' timed call, which leaves the outcome as the part's state.
-                    state = runtime.states.get("weights")
-                    outcome = state.name if state is not None else "error"
-                    span.set_attribute(OUTCOME_ATTRIBUTE, outcome)
-                    if outcome != "ok":
-                        span.set_status(StatusCode.ERROR, f"get_weights: {outcome}")
+            with self._tracer.start_as_current_span(WEIGHTS_SPAN):
+                return await compute()
 
         return traced
 

@@ -24,35 +24,27 @@ import random
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .._core.auth import MasterAuth
 from .._core.errors import describe
 from .._core.hotkeys import push_problem
-from .._core.secrets import AuthFailure
 from . import protocol
-from .store import Push, PushStore, store_path
+from .attempt import Attempt, ledger, shown_url
+from .sending import SLOW_FACTOR, Sending
+from .store import Push, PushStore
 
 if TYPE_CHECKING:
     import httpx
 
-    from .._core.runtime import Runtime
-    from .._core.settings import RunnerSettings
-    from .._weights.weights import WeightsCache
+    from .running import PushConfig
 
 log = logging.getLogger("base_runner")
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
 #: Seconds one request may take, connection included.
 REQUEST_TIMEOUT = 10.0
-#: Slow retries (the master refused the token or slug, or these bytes) wait this many push intervals.
-SLOW_FACTOR = 4
 #: The longest lead before an epoch starts: the next epoch is pushed this much before it begins.
 MAX_LEAD = 10.0
 
@@ -61,47 +53,7 @@ class TooLarge(ValueError):
     """The body would pass the master's size limit; it is never stored nor sent."""
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """What one step of the pusher did.
-
-    ``outcome`` is one of: ``acknowledged``, ``idempotent``, ``sealed``,
-    ``conflict``, ``rejected``, ``refused`` (401/403 and other 4xx, retried
-    slowly), ``unavailable`` (5xx or no answer, retried with backoff),
-    ``bad_ack``, ``current`` (nothing new to push), ``empty``, ``waiting``,
-    ``error`` (no weights, no token or no store).
-    """
-
-    outcome: str
-    push: Push | None = None
-    status: int | None = None
-    detail: str | None = None
-    ack: dict[str, object] | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the master holds the current weights, or there is nothing new to give it."""
-        return self.outcome in ("acknowledged", "idempotent", "current", "sealed")
-
-
-def shown_url(url: str) -> str:
-    """``url`` without credentials, for logs and ``/ready``."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    detail = body.get("detail") if isinstance(body, dict) else None
-    return str(detail if detail is not None else body)[:200]
-
-
-class Pusher:
+class Pusher(Sending):
     """Pushes one challenge's weights to one master. One task drives it; ``step`` sends at most one request.
 
     :param slug: the challenge's slug, in the path, the body and the signature.
@@ -152,6 +104,34 @@ class Pusher:
         self._ledger_fault: str | None = None
         self.last: Attempt | None = None
 
+    @classmethod
+    def of(
+        cls,
+        slug: str,
+        config: PushConfig,
+        *,
+        weights: Callable[[], Awaitable[Mapping[str, float]]],
+        token: Callable[[], str],
+        store: PushStore,
+        client: httpx.AsyncClient,
+        report: Callable[[str, dict[str, object]], None] | None = None,
+        on_step: Callable[[Attempt], None] | None = None,
+    ) -> Pusher:
+        """The pusher of ``slug`` as ``config`` says."""
+        return cls(
+            slug=slug,
+            master_base_url=config.master_base_url,
+            epoch_seconds=config.epoch_seconds,
+            interval=config.interval,
+            lifetime=config.lifetime,
+            weights=weights,
+            token=token,
+            store=store,
+            client=client,
+            report=report,
+            on_step=on_step,
+        )
+
     def target_epoch(self, now: float) -> int:
         """The epoch to push for at ``now``: the current one, or the next one in the last moments of this one."""
         return protocol.epoch_of(now + self.lead, self.epoch_seconds)
@@ -161,9 +141,6 @@ class Pusher:
         if self._warned.get(key) != epoch:
             self._warned[key] = epoch
             log.log(level, message, *args)
-
-    async def _db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await asyncio.to_thread(call, *args, **kwargs)
 
     async def step(self, force: bool = False) -> Attempt:
         """Send the pending request, or a new one if the weights changed; report what happened.
@@ -306,117 +283,6 @@ class Pusher:
         )
         return push
 
-    async def _send(self, push: Push, replay: bool = False) -> Attempt:
-        try:
-            token = self._token()
-        except AuthFailure as exc:
-            return await self._retry(push, replay, "refused", None, f"no token to sign with: {exc}")
-        timestamp = int(time.time())
-        headers = protocol.headers(token=token, path=self.path, slug=self.slug, timestamp=timestamp, body=push.body)
-        import httpx  # loaded by pushing(), which made the client
-
-        try:
-            response = await self._client.post(self.url, content=push.body, headers=headers)
-        except httpx.HTTPError as exc:
-            return await self._retry(
-                push, replay, "unavailable", None, f"no answer from {self.master}: {describe(exc)}"
-            )
-        status, detail = response.status_code, _detail(response)
-        if 200 <= status < 300:
-            try:
-                ack = response.json()
-            except ValueError:
-                ack = None
-            problem = protocol.ack_problem(ack, json.loads(push.body))
-            if problem is not None:
-                return await self._retry(
-                    push, replay, "bad_ack", status, f"the master's answer is not an acknowledgement: {problem}"
-                )
-            self._failures = 0
-            outcome = "idempotent" if ack.get("idempotent") is True else "acknowledged"
-            await self._finish(
-                push,
-                replay,
-                "acknowledged",
-                status=status,
-                snapshot_id=ack["snapshot_id"],
-                idempotent=outcome == "idempotent",
-            )
-            log.info(
-                "challenge %s: the master acknowledged epoch %d revision %d: snapshot %s%s",
-                self.slug,
-                push.epoch,
-                push.revision,
-                ack["snapshot_id"],
-                " (it had it already)" if outcome == "idempotent" else "",
-            )
-            return Attempt(outcome, push=push, status=status, ack=ack)
-        if status == 409:
-            conflict = "conflict" in detail.lower()
-            state = "conflict" if conflict else "sealed"
-            await self._finish(push, replay, state, status=status, error=detail)
-            if conflict:
-                log.error(
-                    "challenge %s: the master holds another payload under epoch %d revision %d (%s); "
-                    "the next push uses a higher revision",
-                    self.slug,
-                    push.epoch,
-                    push.revision,
-                    detail,
-                )
-            else:
-                log.warning(
-                    "challenge %s: the master sealed epoch %d before revision %d reached it (%s); "
-                    "moving on to the next epoch",
-                    self.slug,
-                    push.epoch,
-                    push.revision,
-                    detail,
-                )
-            self._failures = 0
-            return Attempt(state, push=push, status=status, detail=detail)
-        if status in (413, 415, 422):
-            await self._finish(push, replay, "rejected", status=status, error=detail)
-            log.error(
-                "challenge %s: the master refused epoch %d revision %d with %d: %s; these bytes are not sent "
-                "again, a new snapshot follows in %gs",
-                self.slug,
-                push.epoch,
-                push.revision,
-                status,
-                detail,
-                SLOW_FACTOR * self.interval,
-            )
-            self._hold_until = time.monotonic() + SLOW_FACTOR * self.interval
-            return Attempt("rejected", push=push, status=status, detail=detail)
-        if status >= 500:
-            return await self._retry(push, replay, "unavailable", status, f"the master answered {status}: {detail}")
-        if status == 401:
-            why = "the master refused the token (401): check the token file, or this host's clock (30 s window)"
-        elif status == 403:
-            why = f"the master refused the slug {self.slug!r} (403): deploy the challenge under its own slug"
-        else:
-            why = f"the master answered {status}: {detail}; check CHALLENGE_MASTER_BASE_URL"
-        return await self._retry(push, replay, "refused", status, why)
-
-    async def _finish(self, push: Push, replay: bool, state: str, **fields: object) -> None:
-        # A replay of acknowledged bytes never changes what the ledger says of them.
-        if not replay:
-            await self._db(self.store.finish, push, state, **fields)
-
-    async def _retry(self, push: Push, replay: bool, outcome: str, status: int | None, detail: str) -> Attempt:
-        if not replay:
-            await self._db(self.store.attempted, push, status, detail)
-        self._failures += 1
-        log.error(
-            "challenge %s: push of epoch %d revision %d: %s; the same bytes are sent again",
-            self.slug,
-            push.epoch,
-            push.revision,
-            detail,
-        )
-        return Attempt(outcome, push=push, status=status, detail=detail)
-
     def delay(self, attempt: Attempt) -> float:
         """Seconds to wait after ``attempt``: backoff with jitter after a failure, else until the next look."""
         if attempt.outcome in ("unavailable", "bad_ack"):
@@ -457,97 +323,3 @@ class Pusher:
             "last_outcome": last.outcome if last else None,
             "error": None if healthy or last is None else last.detail,
         }
-
-
-def ledger(store: PushStore) -> dict[str, object]:
-    """What the ledger says: the last acknowledged epoch, revision and snapshot, and what is pending."""
-    acked, pending = store.last_acknowledged(), store.pending()
-    return {
-        "epoch": acked.epoch if acked else None,
-        "revision": acked.revision if acked else None,
-        "snapshot_id": acked.snapshot_id if acked else None,
-        "pending": pending.view() if pending else None,
-    }
-
-
-@asynccontextmanager
-async def pushing(
-    *,
-    slug: str,
-    settings: RunnerSettings,
-    weights: Callable[[], Awaitable[Mapping[str, float]]],
-    token: Callable[[], str],
-    store: PushStore,
-    report: Callable[[str, dict[str, object]], None] | None = None,
-    on_step: Callable[[Attempt], None] | None = None,
-) -> AsyncIterator[Pusher]:
-    """Run a :class:`Pusher` in a task for the duration of the block; cancelled on exit.
-
-    A request cut short by the cancellation stays pending in the store and is
-    resent by the next process.
-    """
-    assert settings.master_base_url is not None, "push is off without CHALLENGE_MASTER_BASE_URL"
-    # Here, not at module level: a runner that does not push never loads httpx (40 ms and 3 MiB of its start).
-    import httpx
-
-    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as client:
-        pusher = Pusher(
-            slug=slug,
-            master_base_url=settings.master_base_url,
-            epoch_seconds=settings.epoch_seconds,
-            interval=settings.push_interval,
-            lifetime=settings.push_snapshot_lifetime,
-            weights=weights,
-            token=token,
-            store=store,
-            client=client,
-            report=report,
-            on_step=on_step,
-        )
-        task = asyncio.create_task(pusher.run(), name=f"base-runner pusher of {slug}")
-        try:
-            yield pusher
-        finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
-
-
-@asynccontextmanager
-async def start_pushing(
-    settings: RunnerSettings,
-    slug: str,
-    cache: WeightsCache,
-    auth: MasterAuth,
-    runtime: Runtime,
-    on_step: Callable[[Attempt], None] | None = None,
-) -> AsyncIterator[None]:
-    """``serve``'s pusher: the weights the pull endpoint serves, pushed while the app runs.
-
-    ``on_step`` is called with each step's :class:`Attempt` (the metrics count them).
-    """
-    problem = protocol.slug_problem(slug)
-    if problem is not None:
-        message = f"cannot push weights for challenge {slug!r}: {problem}"
-        log.error("%s", message)
-        runtime.publish("pusher", {"status": "degraded", "error": message})
-        yield
-        return
-
-    async def weights() -> Mapping[str, float]:
-        return json.loads(await cache.body())["weights"]
-
-    store = await asyncio.to_thread(PushStore, store_path(settings.data_dir), slug)
-    try:
-        async with pushing(
-            slug=slug,
-            settings=settings,
-            weights=weights,
-            token=auth.expected_token,
-            store=store,
-            report=runtime.publish,
-            on_step=on_step,
-        ):
-            yield
-    finally:
-        store.close()

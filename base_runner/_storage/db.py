@@ -38,10 +38,11 @@ import contextvars
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy import event, inspect
 from sqlalchemy.exc import DBAPIError
@@ -56,6 +57,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from .._core.events import Events
 from . import driver
 
 log = logging.getLogger("base_runner")
@@ -75,6 +77,17 @@ request_sessions: ContextVar[list[AsyncSession] | None] = ContextVar("base_runne
 #: Execution option of the runner's own bookkeeping writes (the jobs table): they do not count as a change
 #: of the challenge's data, so they leave :attr:`Database.generation`, and the weights cached on it, alone.
 BOOKKEEPING = "base_runner_bookkeeping"
+
+
+@dataclass(frozen=True)
+class WriterEvent:
+    """What the writer connection did: a ``commit``, a ``rollback``, or a ``wait`` of ``seconds`` to get it."""
+
+    kind: Literal["commit", "rollback", "wait"]
+    seconds: float = 0.0
+
+
+_COMMIT, _ROLLBACK = WriterEvent("commit"), WriterEvent("rollback")
 
 
 class WriterBusy(RuntimeError):
@@ -154,8 +167,8 @@ class Database:
         self.writes_pending = False
         #: Who holds the writer connection now, for :class:`WriterBusy`'s message.
         self.writer_holder: str | None = None
-        #: Called with the seconds each checkout of the writer connection waited (the metrics' hook).
-        self.on_writer_wait: Callable[[float], None] | None = None
+        #: The writer's commits, rollbacks and waits to check it out, for whoever watches (the metrics).
+        self.events: Events[WriterEvent] = Events()
         #: Sessions waiting for the writer connection now.
         self.writer_waiting = 0
         #: The tasks on their way to commit a group of released transactions.
@@ -362,8 +375,7 @@ def _timed_pool(database: Database) -> type[AsyncAdaptedQueuePool]:
                 raise
             finally:
                 database.writer_waiting -= 1
-            if database.on_writer_wait is not None:
-                database.on_writer_wait(time.perf_counter() - started)
+            database.events.emit(WriterEvent("wait", time.perf_counter() - started))
             return record
 
     # SQLAlchemy names a pool's logger after its class and module: keep it under "sqlalchemy", quiet by
@@ -442,10 +454,12 @@ def _setup_writer(engine: AsyncEngine, database: Database, synchronous: str) -> 
     @event.listens_for(engine.sync_engine, "commit")
     def on_commit(_conn: Any) -> None:
         database.writes_pending = False
+        database.events.emit(_COMMIT)
 
     @event.listens_for(engine.sync_engine, "rollback")
     def on_rollback(_conn: Any) -> None:
         database.writes_pending = False
+        database.events.emit(_ROLLBACK)
 
 
 def _setup_reader(engine: AsyncEngine) -> None:

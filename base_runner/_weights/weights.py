@@ -24,9 +24,22 @@ from .._core.errors import describe
 from .._core.hotkeys import MAX_HOTKEY_LENGTH
 
 if TYPE_CHECKING:
+    from .._core.events import Events
+    from .._core.runtime import Runtime
     from .._plugins.plugins import LoadedChallenge
 
 log = logging.getLogger("base_runner")
+
+
+@dataclass(frozen=True)
+class Computed:
+    """One ``get_weights`` computation, told to the weights part's observers (the metrics, the traces)."""
+
+    #: ``ok``, ``error``, or ``timeout`` when it ran past the limit, whatever it ended with.
+    outcome: str
+    seconds: float
+    #: What it returned, validated; ``None`` unless ``ok``.
+    validated: Validated | None
 
 
 class WeightsError(Exception):
@@ -127,6 +140,35 @@ def timed_out(challenge: str, timeout: float, detail: str = "") -> WeightsError:
     return WeightsError(
         f"challenge {challenge}: get_weights ran past its {timeout:g}s timeout (CHALLENGE_WEIGHTS_TIMEOUT){detail}", 504
     )
+
+
+def measured(
+    compute: Callable[[], Awaitable[Validated]], timeout: float, runtime: Runtime, events: Events[Computed]
+) -> Callable[[], Awaitable[Validated]]:
+    """``compute``, timed: the ``weights`` part's state is each computation's outcome, told to ``events``.
+
+    A computation that runs past ``timeout`` (the callers got 504) is a
+    ``timeout`` whatever it ends with, and the part is down the moment it
+    passes the limit, even if it never ends.
+    """
+
+    async def timed() -> Validated:
+        started = time.perf_counter()
+        late = asyncio.get_running_loop().call_later(timeout, runtime.mark, "weights", "timeout", False)
+        outcome, validated = "error", None
+        try:
+            validated = await compute()
+            outcome = "ok"
+            return validated
+        finally:
+            late.cancel()
+            seconds = time.perf_counter() - started
+            if seconds >= timeout:
+                outcome = "timeout"
+            runtime.mark("weights", outcome, ok=outcome == "ok")
+            events.emit(Computed(outcome, seconds, validated if outcome == "ok" else None))
+
+    return timed
 
 
 async def compute(loaded: LoadedChallenge, timeout: float) -> Validated:
