@@ -169,17 +169,7 @@ async def _checks(challenge: Challenge, settings: RunnerSettings, token: str, ou
     else:
         outcomes.passed("routes", f"{len(routes)} routes, none on a path the runner serves, none shadowed")
 
-    try:
-        tasks = tasks_of(loaded)
-    except PluginError as exc:
-        outcomes.stop("tasks", str(exc))
-    problems = [problem for task in tasks.values() if (problem := task_hints_problem(task)) is not None]
-    if problems:
-        outcomes.failed("tasks", "; ".join(problems))
-    elif tasks:
-        outcomes.passed("tasks", "; ".join(describe_task(task) for task in tasks.values()))
-    else:
-        outcomes.passed("tasks", "the challenge registers no task")
+    _tasks(loaded, outcomes)
 
     try:
         created = await database.create_all()
@@ -211,6 +201,20 @@ async def _checks(challenge: Challenge, settings: RunnerSettings, token: str, ou
             outcomes.failed("shutdown", f"raised {describe(exc)}")
         else:
             outcomes.passed("shutdown", "the lifespan hooks finished and the database closed")
+
+
+def _tasks(loaded: LoadedChallenge, outcomes: _Report) -> None:
+    try:
+        tasks = tasks_of(loaded)
+    except PluginError as exc:
+        outcomes.stop("tasks", str(exc))
+    problems = [problem for task in tasks.values() if (problem := task_hints_problem(task)) is not None]
+    if problems:
+        outcomes.failed("tasks", "; ".join(problems))
+    elif tasks:
+        outcomes.passed("tasks", "; ".join(describe_task(task) for task in tasks.values()))
+    else:
+        outcomes.passed("tasks", "the challenge registers no task")
 
 
 async def _get_weights(loaded: LoadedChallenge, timeout: float, outcomes: _Report) -> None:
