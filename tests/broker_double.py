@@ -6,8 +6,10 @@ the hardening the broker demands (403 for privileged, 400 for the rest), its ima
 allowlist, mount archives unpacked with their members checked, containers run on a
 real engine with ``docker run`` as the broker runs them and labelled
 ``<prefix>.challenge`` and ``<prefix>.job``, output tails of 64,000 bytes, 124 on a
-timeout, and each writable mount drained back into stdout between the sentinels of
-BASE's ``mount_transport`` (as its cross-node jobs do). ``flavor="platform"`` is the
+timeout, and, for a job with ``gpu_count`` only, each writable mount drained back into stdout
+between the sentinels of BASE's ``mount_transport``: 3.1's broker sends GPU jobs to another node
+and drains them (``SwarmBrokerService._is_cross_node``); a CPU job's writable mount is a folder of
+the broker's that it deletes after the run, so nothing of it comes back. ``flavor="platform"`` is the
 seed master's broker: ``X-Platform-Challenge-Slug`` and ``platform.*`` labels.
 
 It records every request (path, headers, body), and :meth:`BrokerDouble.refuse_next`
@@ -187,9 +189,10 @@ class BrokerDouble:
             finally:
                 self._docker("rm", "-f", name)
             stdout = out[-LOG_LIMIT:].decode(errors="replace")
-            for index, (source, _, read_only) in enumerate(mounts):
-                if not read_only:
-                    stdout += _drain_section(index, source)
+            if limits.get("gpu_count"):
+                for index, (source, _, read_only) in enumerate(mounts):
+                    if not read_only:
+                        stdout += _drain_section(index, source)
         return {
             "container_name": name,
             "stdout": stdout,

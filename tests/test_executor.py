@@ -7,6 +7,7 @@ Debian's static busybox imported from a tarball, so nothing is pulled or built.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -300,14 +301,20 @@ def test_the_same_run_goes_through_either_masters_broker(
         mounts=(executor.Mount("submission", "/work"), executor.Mount("out", "/out", read_only=False)),
     )
 
-    async def go() -> executor.RunResult:
+    async def go(spec: executor.RunSpec) -> executor.RunResult:
         runner = through(broker, data_dir, image)
         try:
             return await runner.run(spec, 60)
         finally:
             await runner.backend.close()
 
-    result = asyncio.run(go())
+    # A CPU job runs on the broker's node in a folder the broker deletes: its writable mount never comes back.
+    result = asyncio.run(go(spec))
+    assert (result.returncode, result.timed_out, result.stdout) == (0, False, "42\n"), result
+    assert not (data_dir / "out" / "score.txt").exists()
+    assert "sent back nothing of the writable mount /out" in caplog.text and "result.stdout" in caplog.text
+    # A GPU job runs on another node, and the broker drains its writable mounts back through stdout.
+    result = asyncio.run(go(dataclasses.replace(spec, limits=executor.Limits(gpu_count=1))))
     assert (result.returncode, result.timed_out, result.stdout) == (0, False, "42\n"), result
     assert (data_dir / "out" / "score.txt").read_text() == "scored\n"
     run = [r for r in broker.requests if r.path == "/v1/docker/run" and broker.header.lower() in r.headers][-1]

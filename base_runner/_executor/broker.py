@@ -55,6 +55,7 @@ class Broker:
         self._auto = master == "auto"
         self.master = "base" if self._auto else master
         self._http = httpx.AsyncClient(timeout=SHORT)
+        self._told_lost = False
 
     def _relabel(self, labels: Mapping[str, str]) -> dict[str, str]:
         """The runner's ``base.*`` labels under this master's prefix (``platform.*`` for the seed's)."""
@@ -127,6 +128,17 @@ class Broker:
         archives, stdout = drained(stdout)
         if archives:
             await asyncio.to_thread(_restore, archives, prepared.mounts)
+        lost = [m.target for i, m in enumerate(prepared.mounts) if not m.read_only and i not in archives]
+        if lost and not self._told_lost:
+            # 3.1's broker mounts a folder of its own, deleted after the run, unless it sent the job to
+            # another node: a challenge that reads its result from the mount finds nothing, and must hear why.
+            self._told_lost = False
+            log.warning(
+                "executor: the Docker broker sent back nothing of the writable mount %s (BASE 3.1's broker "
+                "sends a writable mount back only for a job it runs on another node, a GPU job): print the "
+                "result on stdout and read it from result.stdout",
+                ", ".join(lost),
+            )
         try:
             returncode = int(data.get("returncode", -1))
         except (TypeError, ValueError):
