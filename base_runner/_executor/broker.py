@@ -132,7 +132,7 @@ class Broker:
         if lost and not self._told_lost:
             # 3.1's broker mounts a folder of its own, deleted after the run, unless it sent the job to
             # another node: a challenge that reads its result from the mount finds nothing, and must hear why.
-            self._told_lost = False
+            self._told_lost = True
             log.warning(
                 "executor: the Docker broker sent back nothing of the writable mount %s (BASE 3.1's broker "
                 "sends a writable mount back only for a job it runs on another node, a GPU job): print the "
