@@ -129,25 +129,26 @@ def images(docker: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         project = tmp_path_factory.mktemp("challenge")
         _challenge_wheel(FIRST, project)
         build(docker, project, made.first, REPO / "examples" / "challenge.Dockerfile", {"RUNNER_IMAGE": made.runner})
-        _build_with_challenge_packages(docker, made.second, _challenge_wheel(SECOND, tmp_path_factory.mktemp("second")))
+        second = tmp_path_factory.mktemp("second")
+        _build_with_challenge_packages(docker, made.second, _challenge_wheel(SECOND, second), second)
         yield made
     finally:
         docker.docker("image", "rm", "--force", *vars(made).values(), check=False)
 
 
-def _build_with_challenge_packages(docker: Engine, tag: str, wheel: Path) -> None:
-    """The runner and a challenge in one build, as docs/operating.md tells it: the wheel under wheels/."""
-    wheels = REPO / "wheels"
-    made = not wheels.exists()
-    wheels.mkdir(exist_ok=True)
-    copy = Path(shutil.copy(wheel, wheels))
-    try:
-        args = {"BASE_IMAGE": base_image(docker), "CHALLENGE_PACKAGES": f"wheels/{wheel.name}"}
-        build(docker, REPO, tag, REPO / "Dockerfile", args)
-    finally:
-        copy.unlink()
-        if made:
-            wheels.rmdir()
+def _build_with_challenge_packages(docker: Engine, tag: str, wheel: Path, into: Path) -> None:
+    """The runner and a challenge in one build, as docs/operating.md tells it: the wheel under wheels/.
+
+    In a copy of the checkout: a wheels/ folder in the checkout itself would come and go under the
+    tests that copy or install the checkout while this one runs beside them (pytest -n).
+    """
+    checkout = into / "checkout"
+    untracked = (".git", ".venv", "__pycache__", "*.egg-info", "build", "dist", ".*cache", "wheels")
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(*untracked))
+    (checkout / "wheels").mkdir()
+    shutil.copy(wheel, checkout / "wheels")
+    args = {"BASE_IMAGE": base_image(docker), "CHALLENGE_PACKAGES": f"wheels/{wheel.name}"}
+    build(docker, checkout, tag, checkout / "Dockerfile", args)
 
 
 @pytest.fixture(scope="module")
