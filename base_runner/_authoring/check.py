@@ -29,7 +29,8 @@ from .._core.wire import API_VERSION
 from .._http.assembly import bind, build_runner
 from .._jobs.tasks import describe_task, task_hints_problem, tasks_of
 from .._observe.loopwatch import longest_stall
-from .._plugins.plugins import Challenge, LoadedChallenge, load, routers_of
+from .._plugins.plugins import Challenge, LoadedChallenge, load
+from .._plugins.routes import routers_of
 from .._storage.datadir import LOCK_FILE
 from .._storage.db import database
 from .._weights.weights import WeightsError, body_problems, compute

@@ -34,7 +34,8 @@ from .._observe.executor_metrics import watch_executor
 from .._observe.loopwatch import LoopWatchdog
 from .._observe.metrics import Metrics
 from .._observe.port import MetricsPort
-from .._plugins.plugins import HOOK_SHAPES, LoadedChallenge, routers_of
+from .._plugins.plugins import HOOK_SHAPES, LoadedChallenge
+from .._plugins.routes import routers_of
 from .._push.running import PushConfig, start_pushing
 from .._storage.datadir import DataDirLock
 from .._storage.db import Database, database, has_wal_reset_bug, sqlite_version

@@ -27,15 +27,10 @@ from .. import hookspecs
 from .._core.errors import ConfigError, PluginError, SelectionError, describe
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter
+    pass
 
 log = logging.getLogger("base_runner")
 
-#: Paths the runner serves itself; a challenge's router may not claim them.
-RESERVED_PATHS = ("/health", "/ready", "/version", "/weights")
-RESERVED_PREFIXES = ("/internal",)
-#: The one place under ``/internal`` a challenge serves: the master forwards bridged submissions there.
-BRIDGE_PREFIX = "/internal/v1/bridge/"
 #: Every hook a challenge may implement, from the specs.
 HOOK_NAMES = tuple(
     sorted(name for name, value in vars(hookspecs).items() if hasattr(value, f"{hookspecs.PROJECT_NAME}_spec"))
@@ -121,7 +116,7 @@ def select(name: str | None = None, installed: Sequence[Challenge] | None = None
     return matches[0]
 
 
-def _fault(challenge: Challenge, what: str, exc: BaseException | None = None) -> PluginError:
+def fault(challenge: Challenge, what: str, exc: BaseException | None = None) -> PluginError:
     if exc is not None:
         log.debug("loading %s failed:\n%s", challenge.name, "".join(traceback.format_exception(exc)))
     return PluginError(f"challenge {challenge.describe()}: {what}")
@@ -182,18 +177,18 @@ def load(challenge: Challenge) -> LoadedChallenge:
     except BaseException as exc:  # SystemExit from a plugin must not end the runner silently
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise _fault(challenge, f"importing {challenge.module} failed: {describe(exc)}; {_remedy(exc)}", exc) from exc
+        raise fault(challenge, f"importing {challenge.module} failed: {describe(exc)}; {_remedy(exc)}", exc) from exc
     problem = _hook_shape_problem(module)
     if problem:
-        raise _fault(challenge, problem)
+        raise fault(challenge, problem)
     try:
         pm.register(module, name=challenge.name)
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise _fault(challenge, f"{exc}; the hooks are: {', '.join(HOOK_NAMES)}", exc) from exc
+        raise fault(challenge, f"{exc}; the hooks are: {', '.join(HOOK_NAMES)}", exc) from exc
     hooks = [name for name in HOOK_NAMES if getattr(pm.hook, name).get_hookimpls()]
     if "get_weights" not in hooks:
-        raise _fault(
+        raise fault(
             challenge,
             f"{module_name}{':' + attribute if attribute else ''} has no get_weights hook; "
             "define `@hookimpl def get_weights() -> dict[str, float]` in it",
@@ -211,53 +206,6 @@ def _trace(pm: pluggy.PluginManager) -> None:
         log.info("hook %s -> %r", hook_name, outcome.get_result() if outcome.exception is None else outcome.exception)
 
     pm.add_hookcall_monitoring(before, after)
-
-
-def _depends_on(dependant: Any, call: Any) -> bool:
-    dependencies = getattr(dependant, "dependencies", ())
-    return any(dep.call is call or _depends_on(dep, call) for dep in dependencies)
-
-
-def routers_of(loaded: LoadedChallenge) -> list[APIRouter]:
-    """The challenge's routers, flattened, with reserved paths refused.
-
-    A route under :data:`BRIDGE_PREFIX` must depend on
-    :func:`~base_runner.verified_hotkey`: the proxy keeps the public
-    out of ``/internal``, but other services on the master's network reach
-    it, so the master's token is what makes such a request the master's.
-    """
-    # Here, not at module level: listing challenges (``base-runner plugins``) must not import FastAPI.
-    from fastapi import APIRouter
-
-    from .._core.auth import verified_hotkey
-
-    routers: list[Any] = []
-    for result in loaded.pm.hook.register_routers():
-        if result is None:
-            continue
-        routers.extend(result if isinstance(result, (list, tuple)) else [result])
-    for router in routers:
-        if not isinstance(router, APIRouter):
-            raise _fault(loaded.challenge, f"register_routers returned {type(router).__name__}, not an APIRouter")
-        for route in router.routes:
-            path = getattr(route, "path", "")
-            if path.startswith(BRIDGE_PREFIX):
-                if not _depends_on(getattr(route, "dependant", None), verified_hotkey):
-                    raise _fault(
-                        loaded.challenge,
-                        f"the route {path} does not depend on base_runner.verified_hotkey; "
-                        "routes under /internal/v1/bridge/ must, so that only the master reaches them",
-                    )
-                continue
-            if path in RESERVED_PATHS or any(
-                path == prefix or path.startswith(prefix + "/") for prefix in RESERVED_PREFIXES
-            ):
-                raise _fault(
-                    loaded.challenge,
-                    f"a router claims {path}, which the runner serves; move the route elsewhere "
-                    f"(reserved: {', '.join(RESERVED_PATHS)}, {', '.join(p + '/...' for p in RESERVED_PREFIXES)})",
-                )
-    return routers
 
 
 def _probe(challenge: Challenge) -> dict[str, Any]:
