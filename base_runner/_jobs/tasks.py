@@ -15,7 +15,7 @@ from .._core.text import plural
 
 if TYPE_CHECKING:
     from .._plugins.plugins import LoadedChallenge
-    from .scheduler import Job
+    from .job import Job
 
 #: Keyword arguments of :func:`~base_runner.jobs.enqueue` itself, so no task parameter may take these names.
 ENQUEUE_OPTIONS = frozenset({"key", "delay", "priority"})
