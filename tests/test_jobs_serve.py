@@ -229,6 +229,26 @@ def test_a_request_still_draining_after_the_jobs_stopped_enqueues_for_the_next_s
     assert restarted.stop() == 0
 
 
+@pytest.mark.parametrize(
+    ("part", "which"), [("base-runner:jobs", "claim loop"), ("base-runner:jobs-leases", "lease timer")]
+)
+def test_a_dead_scheduler_exits_non_zero_so_it_is_restarted_as_after_a_dead_worker(
+    lab: Callable[..., Served], part: str, which: str
+) -> None:
+    served = lab()
+    killer = submit(served, behaviour=f"kill:{part}")
+    assert served.proc.wait(20) == 1
+    reason = f"the jobs scheduler stopped: its {which} was cancelled"
+    assert f"base-runner: error: challenge jobs-lab: {reason}" in served.output()
+    assert logged(served.records(), f"jobs: {reason}", "ERROR")
+    # Nothing lost: the job that was running finished, or was put back, and the restarted runner runs jobs.
+    restarted = lab()
+    eventually(finished(restarted, killer["job_id"]), "the killer job's success")
+    after = submit(restarted)
+    eventually(finished(restarted, after["job_id"]), "a new job's success after the restart")
+    assert restarted.stop() == 0
+
+
 def test_a_task_that_outlives_its_lease_tenfold_never_runs_twice_at_once(lab: Callable[..., Served]) -> None:
     served = lab(CHALLENGE_JOBS_LEASE="0.4")
     slow = submit(served, behaviour="sleep:4")

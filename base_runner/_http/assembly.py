@@ -153,6 +153,8 @@ class Runner:
             lease=settings.jobs_lease,
             grace=settings.jobs_grace,
             retention=settings.jobs_retention,
+            # As a dead worker does (run_worker): the process exits non-zero, and Swarm restarts it.
+            on_death=lambda reason: self.runtime.fail(reason, check="jobs"),
         )
         self.metrics.watch_jobs(self.jobs)
         self.executor = ExecutorPart(settings, slug, loaded.challenge.module, self.runtime)

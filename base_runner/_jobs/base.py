@@ -39,6 +39,9 @@ class SchedulerBase:
     :param lease: seconds a lease lasts; renewed every third of it.
     :param grace: seconds running attempts get to finish at shutdown before they are put back.
     :param retention: seconds finished (``succeeded``, ``cancelled``) jobs are kept; ``dead`` ones stay.
+    :param on_death: told why when the claim loop or the lease timer ends outside a stop (a non-``Exception``
+        error escaped it): the runner's fatal switch, so that the process exits non-zero and is restarted, as
+        after a dead worker. Without it, only :meth:`~.scheduler.Scheduler.problem` says so.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class SchedulerBase:
         lease: float = 10.0,
         grace: float = 5.0,
         retention: float = 7 * 86400.0,
+        on_death: Callable[[str], None] | None = None,
     ) -> None:
         self.tasks = dict(tasks)
         self.db = db
@@ -57,6 +61,7 @@ class SchedulerBase:
         self.lease = lease
         self.grace = grace
         self.retention = retention
+        self.on_death = on_death
         #: Seconds the test fixtures moved the scheduler's clock forward (for delays and backoff).
         self.offset = 0.0
         #: Whether :meth:`running` runs jobs in the background; the test fixtures run them on demand.

@@ -100,6 +100,8 @@ class Scheduler(Operators, Leases, Attempts):
         self._event_loop = asyncio.get_running_loop()
         self._loop_task = asyncio.create_task(self._loop(), name="base-runner:jobs")
         self._tick_task = asyncio.create_task(self._ticks(), name="base-runner:jobs-leases")
+        self._loop_task.add_done_callback(self._ended)
+        self._tick_task.add_done_callback(self._ended)
         try:
             yield
         finally:
@@ -122,6 +124,23 @@ class Scheduler(Operators, Leases, Attempts):
     def _begin_stop(self) -> None:
         if self._stopper is None and self._loop_task is not None:
             self._stopper = asyncio.create_task(self._stop(), name="base-runner:jobs-stop")
+
+    def _ended(self, part: asyncio.Task[None]) -> None:
+        """A loop of the scheduler ended: outside a stop, it died, and the process must be restarted.
+
+        Each loop survives every ``Exception`` (a database fault waits in the
+        table); what ends one outside a stop is worse (a ``BaseException``, a
+        cancellation from elsewhere), and nothing restarts it in this process.
+        """
+        if self._stopping:
+            return
+        which = "claim loop" if part is self._loop_task else "lease timer"
+        error = None if part.cancelled() else part.exception()
+        why = "was cancelled" if part.cancelled() else f"raised {describe(error)}" if error else "returned"
+        reason = f"the jobs scheduler stopped: its {which} {why}"
+        log.error("jobs: %s; no job runs until the runner restarts", reason, exc_info=error)
+        if self.on_death is not None:
+            self.on_death(reason)
 
     def problem(self) -> str | None:
         """Why the scheduler is not working, for the ``jobs`` health check; ``None`` when it is."""

@@ -83,6 +83,10 @@ async def evaluate(job: jobs.Job, submission_id: int) -> None:
                 await job.progress(0.5, "after the take-over")
             except jobs.LeaseLost as exc:
                 LOST.append(str(exc))
+        if kind == "kill":
+            # A part of the scheduler ends outside a stop, as when a non-Exception error escapes it.
+            (part,) = [t for t in asyncio.all_tasks() if t.get_name() == value]
+            part.cancel()
         if kind == "block":
             time.sleep(float(value))  # what a task must not do: the loop watchdog names the job
         if kind == "sleep":
