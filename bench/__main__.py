@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -296,7 +297,10 @@ class Bench:
                     http, loop, access_log = stack
                     options = ["--http", http, "--loop", loop, "--log-level", "info"]
                     options.append("--access-log" if access_log == "on" else "--no-access-log")
-                    env = {"BENCH_DATA_DIR": str(data), **servers.runner_env()}
+                    # A copy each: a data dir takes one runner at a time.
+                    copy = self.tmp / f"stack-{'-'.join(stack)}"
+                    shutil.copytree(data, copy, ignore=shutil.ignore_patterns(".base-runner.lock"))
+                    env = {"BENCH_DATA_DIR": str(copy), **servers.runner_env()}
                     started[stack] = self.start(servers.uvicorn("bench.apps:runner", *options), **env)
             # In turns, each against the bare app run just before it.
             for number in range(self.plan.rounds):
