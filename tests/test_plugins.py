@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -175,7 +176,9 @@ def test_a_challenge_installed_in_the_test_environment_changes_no_result(
 ) -> None:
     # The README's two commands in one clone: the example is installed where pytest runs.
     python, site = linked_venv(tmp_path / "venv")
-    install(PACKAGES["example"], site)
+    # From a copy: pip builds in the package's folder, which tests beside this one (pytest -n) read.
+    ignore = shutil.ignore_patterns("build", "*.egg-info")
+    install(Path(shutil.copytree(PACKAGES["example"], tmp_path / "example", ignore=ignore)), site)
     result = subprocess.run(
         [
             str(python),
